@@ -1,0 +1,140 @@
+"""CLI entry point: the command table, backend choice, and error → exit code.
+
+Subcommands live in ``vfioctl.cli.cmd_*`` modules and are imported only when invoked
+(or when ``--help`` lists them by name), so ``vfioctl --help`` stays fast: no lxml, rich,
+sqlite or simulator import happens here.
+
+To add a command: write ``@click.command("name")`` in a ``cmd_*`` module and add one
+row to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from vfioctl.errors import InternalError, VfioctlError
+
+# name -> ("module:attribute", one-line summary shown by --help without importing)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("vfioctl.cli.cmd_read:list_cmd", "List PCI functions with driver, group, SR-IOV"),
+    "groups": ("vfioctl.cli.cmd_read:groups_cmd", "Show IOMMU groups and their viability"),
+    "show": ("vfioctl.cli.cmd_read:show_cmd", "Everything known about one PCI function"),
+    "explain": ("vfioctl.cli.cmd_read:explain_cmd", "Why a device's IOMMU group is what it is"),
+    "doctor": ("vfioctl.cli.cmd_doctor:doctor_cmd", "Check whether this host is ready for VFIO"),
+    "snapshot": ("vfioctl.cli.cmd_snapshot:snapshot_cmd", "Capture the host's PCI/IOMMU sysfs"),
+    "sim": ("vfioctl.cli.cmd_sim:sim_cmd", "Bundled simulated hosts (list, copy)"),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, _, attr = entry[0].partition(":")
+        cmd = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(cmd, click.Command):
+            raise InternalError(f"{entry[0]} is not a click command")
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # List from the table, so --help imports no command module.
+        rows = [(name, summary) for name, (_, summary) in sorted(COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class Context:
+    """What every command gets: the host spec (opened lazily) and the debug flag."""
+
+    def __init__(self, host_spec: str | None, debug: bool) -> None:
+        self.host_spec = host_spec
+        self.debug = debug
+        self._host: Any = None
+
+    @property
+    def host(self) -> Any:
+        if self._host is None:
+            from vfioctl.host import open_host
+
+            self._host = open_host(self.host_spec)
+        return self._host
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--host",
+    "host_spec",
+    metavar="SPEC",
+    envvar="VFIOCTL_HOST",
+    help="linux (default: this kernel), linux:DIR (a snapshot, read-only), "
+    "sim:NAME|FILE (a simulated host). Also VFIOCTL_HOST.",
+)
+@click.option("--debug", is_flag=True, help="Log every step and show tracebacks.")
+@click.version_option(package_name="vfioctl", prog_name="vfioctl")
+@click.pass_context
+def cli(ctx: click.Context, host_spec: str | None, debug: bool) -> None:
+    """vfioctl: safe, explainable VFIO PCI device assignment.
+
+    Global options come before the command, e.g.
+    `vfioctl --host sim:workstation groups --json`.
+    """
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="vfioctl: %(name)s: %(message)s")
+    ctx.obj = Context(host_spec, debug)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI, turn errors into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="vfioctl", standalone_mode=False)
+    except VfioctlError as err:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"vfioctl: error: {err}", err=True)
+        if err.hint:
+            click.echo(f"hint: {err.hint}", err=True)
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("vfioctl: aborted", err=True)
+        return 1
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return int(err.exit_code)
+    except BrokenPipeError:
+        # `vfioctl list | head`: not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        click.echo("vfioctl: interrupted", err=True)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        click.echo(
+            f"vfioctl: internal error: {type(err).__name__}: {err} (rerun with --debug)",
+            err=True,
+        )
+        return InternalError.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The real kernel (root ``/``) or a tree laid out like it (a snapshot): the only module
+that calls ``os``/``fcntl`` on ``/sys``, ``/proc`` and ``/dev/vfio``."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import subprocess
+from pathlib import Path
+
+from vfioctl.errors import ReadOnlyHost
+from vfioctl.host.base import SysPath
+
+
+class LinuxHost:
+    """A Linux host rooted at ``root``.
+
+    ``LinuxHost("/")`` is the running kernel. ``LinuxHost(DIR)`` reads a tree captured
+    with ``vfioctl snapshot`` (or any directory laid out like ``/``) and is read-only:
+    a snapshot has no kernel behind it to react to writes.
+    """
+
+    def __init__(self, root: str | Path = "/", *, readonly: bool | None = None,
+                 state_dir: Path | None = None) -> None:
+        self._root = Path(root)
+        live = self._root.resolve() == Path("/")
+        self._readonly = (not live) if readonly is None else readonly
+        if state_dir is None and not self._readonly:
+            state_dir = Path(os.environ.get("VFIOCTL_STATE_DIR", "/run/vfioctl"))
+        self._state_dir = state_dir
+        self._name = "linux" if live else f"linux:{root}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def readonly(self) -> bool:
+        return self._readonly
+
+    @property
+    def state_dir(self) -> Path | None:
+        return self._state_dir
+
+    def _p(self, path: SysPath) -> str:
+        return os.path.join(self._root, path)
+
+    def read_bytes(self, path: SysPath) -> bytes:
+        with open(self._p(path), "rb") as f:
+            return f.read()
+
+    def read_text(self, path: SysPath) -> str:
+        with open(self._p(path), "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def _check_writable(self, what: str) -> None:
+        if self._readonly:
+            raise ReadOnlyHost(
+                f"host {self._name} is read-only: cannot {what}",
+                hint="a snapshot cannot change; use a simulated host (--host sim:FILE) "
+                "or the live host (--host linux)",
+            )
+
+    def write(self, path: SysPath, data: str) -> None:
+        self._check_writable(f"write {path}")
+        # One write(2) on an existing file: sysfs attributes take the whole value at once,
+        # and O_CREAT must never make a regular file where the kernel has none.
+        fd = os.open(self._p(path), os.O_WRONLY)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+
+    def readlink(self, path: SysPath) -> str:
+        return os.readlink(self._p(path))
+
+    def listdir(self, path: SysPath) -> list[str]:
+        return os.listdir(self._p(path))
+
+    def exists(self, path: SysPath) -> bool:
+        return os.path.exists(self._p(path))
+
+    def is_link(self, path: SysPath) -> bool:
+        return os.path.islink(self._p(path))
+
+    def open(self, path: SysPath) -> int:
+        self._check_writable(f"open {path}")
+        return os.open(self._p(path), os.O_RDWR | os.O_CLOEXEC)
+
+    def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:
+        if isinstance(arg, bytearray):
+            return int(fcntl.ioctl(fd, request, arg, True))
+        return int(fcntl.ioctl(fd, request, arg))
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def load_module(self, name: str) -> None:
+        self._check_writable(f"load module {name}")
+        try:
+            proc = subprocess.run(["modprobe", name], capture_output=True, text=True,
+                                  check=False)
+        except FileNotFoundError as err:
+            raise OSError(errno.ENOENT, "modprobe not found") from err
+        if proc.returncode != 0:
+            raise OSError(errno.ENOENT, proc.stderr.strip() or f"modprobe {name} failed")
