@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"vfioctl: error: {err}", err=True)
+        # One line: what is wrong, then what to do.
+        line = f"vfioctl: error: {err}"
         if err.hint:
-            click.echo(f"hint: {err.hint}", err=True)
+            line += f"; {err.hint}"
+        click.echo(line, err=True)
         return err.exit_code
     except click.exceptions.Abort:
         click.echo("vfioctl: aborted", err=True)
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("vfioctl: interrupted", err=True)
         return 130
-    except Exception as err:  # noqa: BLE001 - the last line of defence
+    except Exception as err:  # the last line of defence: no traceback without --debug
         if debug:
             raise
         click.echo(

@@ -1,0 +1,92 @@
+"""Analysis: why a device's IOMMU group is what it is (read-only).
+
+The kernel forms groups from the PCI topology (drivers/iommu/iommu.c pci_device_group):
+a device is isolated only if every bridge on its path to the root bus enforces ACS
+(Source Validation, Request/Completion Redirect, Upstream Forwarding), functions of a
+multifunction device are isolated only with ACS on the device itself, and conventional
+PCI devices behind a PCIe-to-PCI bridge all use the bridge's requester id. This module
+reads the same facts from config space and states them in words, so that users see
+*which* bridge costs them isolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vfioctl.address import PciAddress
+from vfioctl.host.base import Host
+from vfioctl.pci.config import ACS_REQUIRED
+from vfioctl.pci.device import PciDevice, get_device
+from vfioctl.pci.iommu import IommuGroup
+
+
+@dataclass
+class Explanation:
+    addr: PciAddress
+    group: int | None
+    peers: list[tuple[PciAddress, str | None]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)
+
+
+def _acs_words(dev: PciDevice) -> tuple[bool | None, str]:
+    acs = dev.config.acs
+    if acs is None:
+        return None, "no ACS capability"
+    missing = [b for b in ACS_REQUIRED if b in acs.capability and b not in acs.control]
+    if missing:
+        return False, f"ACS present but {'/'.join(missing)} not enabled"
+    return True, "ACS " + " ".join(sorted(acs.control & set(ACS_REQUIRED)) or ["(n/a)"])
+
+
+def explain_device(host: Host, addr: PciAddress | str) -> Explanation:
+    """Explain the group of the device at ``addr``.
+
+    Raises:
+        UsageError, DeviceNotFound: for a bad or unknown address.
+    """
+    dev = get_device(host, addr)
+    ex = Explanation(dev.addr, dev.iommu_group)
+    if ex.group is None:
+        ex.reasons.append("the device has no IOMMU group: the IOMMU is off on this host")
+        return ex
+    members = IommuGroup(host, ex.group).members
+    ex.peers = [(a, PciDevice(host, a).driver) for a in members if a != dev.addr]
+
+    # The path, described bridge by bridge (root first).
+    for bridge_addr in dev.path_to_root:
+        bridge = PciDevice(host, bridge_addr)
+        ok, words = _acs_words(bridge)
+        kind = bridge.config.pcie_port_type or "conventional PCI bridge"
+        ex.path.append(f"{bridge_addr} {kind}: {words}")
+        if kind == "pcie_to_pci_bridge":
+            ex.reasons.append(
+                f"{dev.addr} is behind PCIe-to-PCI bridge {bridge_addr}: conventional PCI "
+                "devices behind it share the bridge's requester id, so they and the bridge "
+                "form one group")
+        elif kind in ("root_port", "downstream_port") and ok is not True:
+            ex.reasons.append(
+                f"{kind.replace('_', ' ')} {bridge_addr} has {words}: peer-to-peer traffic "
+                "below it is not forced upstream, so the devices below it cannot be "
+                "isolated from one another")
+    cfg = dev.config
+    same_slot = [a for a, _ in ex.peers if a.slot_name == dev.addr.slot_name]
+    if same_slot:
+        ok, words = _acs_words(dev)
+        if ok is not True:
+            ex.reasons.append(
+                f"{dev.addr} is a function of a multifunction device with {words}: its "
+                f"functions ({', '.join(str(a) for a in same_slot)}) may talk to each other "
+                "directly, so they share a group")
+    if not ex.peers:
+        ex.reasons.append(
+            "the device is alone in its group: it can be assigned without affecting "
+            "any other device")
+    elif not ex.reasons:
+        ex.reasons.append(
+            "the group is shared, but config space does not show why (the platform may "
+            "declare it, e.g. an integrated device without ACS on the root bus, or a "
+            "kernel quirk); assign the whole group together")
+    if cfg.pcie_port_type is None and not dev.path_to_root and ex.peers:
+        ex.reasons.append(f"{dev.addr} is a conventional PCI function on the root bus")
+    return ex

@@ -1,0 +1,206 @@
+"""Capture a host's PCI/IOMMU view into a directory laid out like ``/``.
+
+The capture goes through the Host seam, so the same code snapshots the running kernel,
+another snapshot, or the simulator (which is how the simulator "writes itself out").
+The result is read back by ``--host linux:DIR`` and by ``lspci -A linux-sysfs -O
+sysfs.path=DIR/sys/bus/pci``. Links are kept as the kernel's relative links, so they
+resolve inside DIR exactly as they do under ``/``.
+
+Only attribute files that are safe and meaningful to read are copied (a whitelist):
+reading ``rom`` or ``resourceN`` could touch the device, and write-only control files
+(``bind``, ``unbind``, ``remove``) have nothing to read.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import posixpath
+import time
+from pathlib import Path, PurePosixPath
+
+from vfioctl.errors import UsageError, wrap_oserror
+from vfioctl.host.base import IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS, Host
+
+DEVICE_FILES = frozenset({
+    "vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision",
+    "config", "driver_override", "numa_node", "boot_vga", "reset_method", "modalias",
+    "enable", "irq", "resource", "local_cpulist", "label", "index", "acpi_index",
+    "sriov_totalvfs", "sriov_numvfs", "sriov_offset", "sriov_stride", "sriov_vf_device",
+    "sriov_drivers_autoprobe", "d3cold_allowed", "current_link_speed",
+    "current_link_width", "max_link_speed", "max_link_width", "secondary_bus_number",
+    "subordinate_bus_number", "ari_enabled", "msi_bus", "broken_parity_status",
+    "power_state", "dma_mask_bits", "consistent_dma_mask_bits",
+})
+DEVICE_LINKS = frozenset({"driver", "iommu_group", "physfn", "firmware_node"})
+MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "pci_stub")
+EXTRA_FILES = (
+    "proc/cmdline",
+    "proc/sys/kernel/osrelease",
+)
+MANIFEST = "vfioctl-snapshot.json"
+
+
+class _Copier:
+    def __init__(self, host: Host, dest: Path) -> None:
+        self.host = host
+        self.dest = dest
+        self.files = 0
+
+    def _target(self, path: PurePosixPath | str) -> Path:
+        return self.dest / str(path)
+
+    def file(self, path: PurePosixPath) -> bool:
+        try:
+            data = self.host.read_bytes(path)
+        except OSError as err:
+            if err.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EIO,
+                             errno.EINVAL, errno.ENODEV, errno.ENXIO, errno.EISDIR):
+                return False
+            raise
+        out = self._target(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        self.files += 1
+        return True
+
+    def link(self, path: PurePosixPath) -> None:
+        target = self.host.readlink(path)
+        out = self._target(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_symlink() or out.exists():
+            out.unlink()
+        os.symlink(target, out)
+
+    def dir(self, path: PurePosixPath) -> None:
+        self._target(path).mkdir(parents=True, exist_ok=True)
+
+
+def take_snapshot(host: Host, dest: Path) -> dict[str, object]:
+    """Copy ``host``'s PCI devices, drivers, IOMMU groups, vfio module parameters and
+    kernel command line into ``dest`` (created; must be empty if it exists).
+
+    Returns the manifest written to ``dest/vfioctl-snapshot.json``.
+
+    Raises:
+        UsageError: ``dest`` exists and is not an empty directory.
+        HostError: a read failed for another reason than a missing/unreadable file.
+    """
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"snapshot directory {dest} is not empty",
+                         hint="choose a new directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    cp = _Copier(host, dest)
+    try:
+        _copy_pci(cp)
+        _copy_groups(cp)
+        _copy_drivers(cp)
+        _copy_misc(cp)
+    except OSError as err:
+        raise wrap_oserror(err, f"cannot snapshot host {host.name}") from err
+    manifest: dict[str, object] = {
+        "format": 1,
+        "source": host.name,
+        "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": cp.files,
+        "dev_vfio": _listdir_or_none(host, PurePosixPath("dev/vfio")),
+    }
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _listdir_or_none(host: Host, path: PurePosixPath) -> list[str] | None:
+    try:
+        return sorted(host.listdir(path))
+    except OSError:
+        return None
+
+
+def _copy_pci(cp: _Copier) -> None:
+    host = cp.host
+    cp.dir(PCI_DEVICES)
+    for name in sorted(host.listdir(PCI_DEVICES)):
+        link = PCI_DEVICES / name
+        cp.link(link)
+        real = PurePosixPath(posixpath.normpath(posixpath.join(str(PCI_DEVICES),
+                                                               host.readlink(link))))
+        cp.dir(real)
+        for entry in host.listdir(real):
+            p = real / entry
+            if entry in DEVICE_LINKS or (entry.startswith("virtfn") and entry[6:].isdigit()):
+                if host.is_link(p):
+                    cp.link(p)
+            elif entry in DEVICE_FILES:
+                cp.file(p)
+            elif entry == "vfio-dev":
+                cp.dir(p)  # marks a vfio (variant) driver binding
+
+
+def _copy_groups(cp: _Copier) -> None:
+    host = cp.host
+    try:
+        groups = host.listdir(IOMMU_GROUPS)
+    except FileNotFoundError:
+        return
+    cp.dir(IOMMU_GROUPS)
+    for g in groups:
+        devs = IOMMU_GROUPS / g / "devices"
+        cp.dir(devs)
+        for name in host.listdir(devs):
+            cp.link(devs / name)
+        cp.file(IOMMU_GROUPS / g / "type")
+        cp.file(IOMMU_GROUPS / g / "reserved_regions")
+
+
+def _copy_drivers(cp: _Copier) -> None:
+    host = cp.host
+    try:
+        drivers = host.listdir(PCI_DRIVERS)
+    except FileNotFoundError:
+        return
+    for drv in drivers:
+        d = PCI_DRIVERS / drv
+        cp.dir(d)
+        for entry in host.listdir(d):
+            p = d / entry
+            if host.is_link(p) and (entry == "module" or ":" in entry):
+                cp.link(p)
+
+
+def _copy_misc(cp: _Copier) -> None:
+    host = cp.host
+    for f in EXTRA_FILES:
+        cp.file(PurePosixPath(f))
+    for mod in MODULES:
+        params = PurePosixPath("sys/module") / mod / "parameters"
+        try:
+            names = host.listdir(params)
+        except OSError:
+            if host.exists(PurePosixPath("sys/module") / mod):
+                cp.dir(PurePosixPath("sys/module") / mod)
+            continue
+        cp.dir(params)
+        for n in names:
+            cp.file(params / n)
+    iommu = PurePosixPath("sys/class/iommu")
+    try:
+        units = host.listdir(iommu)
+    except OSError:
+        units = []
+    cp.dir(iommu)
+    for unit in units:
+        cp.link(iommu / unit) if host.is_link(iommu / unit) else cp.dir(iommu / unit)
+        for sub in ("intel-iommu/cap", "intel-iommu/ecap", "amd-iommu/cap",
+                    "amd-iommu/features"):
+            p = iommu / unit / sub
+            if host.exists(p):
+                data = host.read_bytes(p)
+                # store under the resolved location so the link keeps working
+                real = PurePosixPath(posixpath.normpath(posixpath.join(
+                    str(iommu), host.readlink(iommu / unit)))) if host.is_link(
+                    iommu / unit) else iommu / unit
+                out = cp.dest / str(real / sub)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(data)
+                cp.files += 1
