@@ -56,8 +56,12 @@ class PciAddress:
                 hint="write it as DDDD:BB:SS.F, e.g. 0000:01:00.0 (see 'vfioctl list')",
             )
         domain = int(m.group("domain") or "0", 16)
-        return cls(domain, int(m.group("bus"), 16), int(m.group("slot"), 16),
-                   int(m.group("function")))
+        try:
+            return cls(domain, int(m.group("bus"), 16), int(m.group("slot"), 16),
+                       int(m.group("function")))
+        except UsageError as err:
+            raise UsageError(f"'{text}' is not a PCI address: {err}",
+                             hint="slots go up to 0x1f, functions up to 7") from err
 
     @property
     def slot_name(self) -> str:

@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI, turn errors into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="vfioctl", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="vfioctl", standalone_mode=False)
+        # standalone_mode=False hands a command's click Exit code back as the value
+        if isinstance(rv, int):
+            return rv
     except VfioctlError as err:
         if debug:
             import traceback

@@ -1,0 +1,1 @@
+--host linux:@data/nonexistent list

@@ -1,0 +1,1 @@
+--host linux:@data/snapshots/firecracker-noiommu show 0000:00:20.0

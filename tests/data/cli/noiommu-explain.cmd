@@ -1,0 +1,1 @@
+--host linux:@data/snapshots/firecracker-noiommu explain 0000:00:03.0

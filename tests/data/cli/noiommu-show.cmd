@@ -1,0 +1,1 @@
+--host linux:@data/snapshots/firecracker-noiommu show 00:03.0
