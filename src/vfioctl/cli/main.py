@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("vfioctl.cli.cmd_doctor:doctor_cmd", "Check whether this host is ready for VFIO"),
     "snapshot": ("vfioctl.cli.cmd_snapshot:snapshot_cmd", "Capture the host's PCI/IOMMU sysfs"),
     "sim": ("vfioctl.cli.cmd_sim:sim_cmd", "Bundled simulated hosts (list, copy)"),
+    "validate": ("vfioctl.cli.cmd_xml:validate_cmd", "Check a domain XML's PCI hostdevs"),
+    "xml2xml": ("vfioctl.cli.cmd_xml:xml2xml_cmd", "Domain XML with hostdevs in canonical form"),
+    "xml2argv": ("vfioctl.cli.cmd_xml:xml2argv_cmd", "QEMU -device arguments for PCI hostdevs"),
+    "qemu-caps": ("vfioctl.cli.cmd_xml:qemu_caps_cmd", "Probe a QEMU binary's vfio-pci support"),
 }
 
 

@@ -1,0 +1,136 @@
+"""Config: the PCI ``<hostdev>`` model and what vfioctl needs to know about a domain.
+
+Frozen dataclasses, no I/O. Names follow libvirt's XML vocabulary (``managed``,
+``driver_name``, ``rom_bar``); translation to QEMU spelling happens in ``qemu/props.py``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from vfioctl.address import PciAddress
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where an element came from, for messages: ``file:line``."""
+
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+
+@dataclass(frozen=True, slots=True)
+class GuestPciAddress:
+    """``<address type='pci' …/>``: where the device sits in the guest.
+
+    ``multifunction`` is libvirt's tristate: None (absent), True ('on'), False ('off').
+    Values are not range-checked here (``validate`` does that with libvirt's messages).
+    """
+
+    domain: int
+    bus: int
+    slot: int
+    function: int
+    multifunction: bool | None = None
+
+    @property
+    def slot_key(self) -> tuple[int, int, int]:
+        return (self.domain, self.bus, self.slot)
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class RomDef:
+    """``<rom bar='on|off' file='…' enabled='yes|no'/>``; None means the attribute is absent."""
+
+    bar: bool | None = None
+    file: str | None = None
+    enabled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostdevDef:
+    """One ``<hostdev mode='subsystem' type='pci'>``.
+
+    ``driver_name`` is None when ``<driver>`` is absent (libvirt then picks VFIO);
+    ``driver_group`` is vfioctl's ``group='allow'`` extension (seed 004, never merged
+    upstream). ``vf_token`` is a secret: its repr is redacted.
+    """
+
+    source: PciAddress
+    managed: bool = False
+    driver_name: str | None = None
+    driver_group: str | None = None
+    vf_token: uuid.UUID | None = field(default=None, repr=False)
+    boot_order: int | None = None
+    alias: str | None = None
+    rom: RomDef | None = None
+    guest_address: GuestPciAddress | None = None
+    where: Location | None = field(default=None, compare=False)
+
+    @property
+    def group_allow(self) -> bool:
+        return self.driver_group == "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class PciControllerDef:
+    """``<controller type='pci' index='N' model='…'>``: a guest PCI bus by its index."""
+
+    index: int
+    model: str | None
+    alias: str | None = None
+    where: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OtherDeviceDef:
+    """A device vfioctl does not model, summarised for PCI address assignment.
+
+    ``tag`` is the element name (``interface``, ``disk`` …), ``kind`` its ``type``
+    attribute, ``model`` its model (attribute or ``<model type>`` child), ``bus`` and
+    ``target_type`` its ``<target bus>``/``<target type>``; ``pci_address`` its
+    explicit guest PCI address if any.
+    """
+
+    tag: str
+    kind: str | None = None
+    model: str | None = None
+    bus: str | None = None
+    target_type: str | None = None
+    pci_address: GuestPciAddress | None = None
+    has_address: bool = False
+    boot_order: int | None = None
+    alias: str | None = None
+    where: Location | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDef:
+    """The parts of a ``<domain>`` that vfioctl reads; the document itself is kept apart."""
+
+    name: str | None
+    file: str
+    arch: str | None = None
+    machine: str | None = None
+    emulator: str | None = None
+    os_boot: bool = False
+    hostdevs: tuple[HostdevDef, ...] = ()
+    controllers: tuple[PciControllerDef, ...] = ()
+    others: tuple[OtherDeviceDef, ...] = ()
+
+    @property
+    def machine_family(self) -> str:
+        """``pc`` (i440fx, also the default), ``q35``, or the machine name itself."""
+        m = self.machine or "pc"
+        if m == "pc" or m.startswith("pc-i440fx") or (m.startswith("pc-") and "q35" not in m):
+            return "pc"
+        if m == "q35" or m.startswith("pc-q35"):
+            return "q35"
+        return m

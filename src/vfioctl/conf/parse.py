@@ -1,0 +1,462 @@
+"""Config: libvirt domain XML -> :class:`DomainDef` (lxml, with line numbers).
+
+Parsing is strict about ``<hostdev>``: every element and attribute inside one is either
+understood or an :class:`XmlError` naming it and its line, because libvirt's habit of
+ignoring what it does not know (an unmerged ``<vf-token>``, a non-``ua-`` alias) makes
+the user believe something happens that does not. Everything outside hostdevs is only
+summarised (for guest PCI address assignment and duplicate checks) and kept verbatim in
+the document for :mod:`vfioctl.conf.format`.
+
+The only I/O here is reading the file the caller names.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vfioctl.address import PciAddress
+from vfioctl.conf.hostdev import (
+    DomainDef,
+    GuestPciAddress,
+    HostdevDef,
+    Location,
+    OtherDeviceDef,
+    PciControllerDef,
+    RomDef,
+)
+from vfioctl.errors import UnsupportedConfig, XmlError
+
+# What a PCI <hostdev> may contain; anything else is an error, never ignored.
+_HOSTDEV_ATTRS = frozenset({"mode", "type", "managed"})
+_CHILD_ATTRS: dict[str, frozenset[str]] = {
+    "driver": frozenset({"name", "group"}),
+    "source": frozenset(),
+    "boot": frozenset({"order"}),
+    "alias": frozenset({"name"}),
+    "rom": frozenset({"bar", "file", "enabled"}),
+    "address": frozenset({"type", "domain", "bus", "slot", "function", "multifunction"}),
+}
+_SOURCE_ADDRESS_ATTRS = frozenset({"domain", "bus", "slot", "function"})
+# libvirt knows these inside a PCI hostdev; vfioctl does not model them (yet).
+_LIBVIRT_ONLY_CHILDREN = frozenset({"teaming", "acpi"})
+_OTHER_HOSTDEV_TYPES = frozenset({"usb", "scsi", "scsi_host", "mdev"})
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_ALIAS_RE = re.compile(r"^ua-[A-Za-z0-9_-]+$")
+
+# libvirt's upper bounds and messages (src/util/virpci.c virPCIDeviceAddressIsValid).
+_LIMITS = {"domain": (0xFFFF, "0xFFFF"), "bus": (0xFF, "0xFF"), "slot": (0x1F, "0x1F"),
+           "function": (7, "7")}
+
+
+@dataclass(frozen=True)
+class DomainDocument:
+    """A parsed domain: the model plus the lxml tree it came from.
+
+    ``hostdev_elements[i]`` is the element ``domain.hostdevs[i]`` was parsed from, so
+    :func:`vfioctl.conf.format.format_document` can replace it in place.
+    """
+
+    domain: DomainDef
+    tree: Any
+    hostdev_elements: tuple[Any, ...]
+    text: str
+
+
+def parse_file(path: str | Path) -> DomainDocument:
+    """Read and parse a libvirt domain XML file.
+
+    Raises:
+        XmlError: if the file cannot be read, is not well-formed, or a hostdev is invalid.
+        UnsupportedConfig: for hostdevs vfioctl does not handle (usb, mdev, kvm backend).
+    """
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise XmlError(f"cannot read {name}: {err.strerror}") from err
+    return parse_string(data, filename=name)
+
+
+def parse_string(data: str | bytes, *, filename: str = "<string>") -> DomainDocument:
+    """Parse a libvirt domain XML document held in memory; see :func:`parse_file`."""
+    from lxml import etree
+
+    text = data if isinstance(data, str) else None
+    if isinstance(data, str):
+        data = data.encode()
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as err:
+        line = err.lineno if err.lineno else None
+        msg = err.msg.rsplit(", line ", 1)[0] if err.msg else "not well-formed"
+        raise XmlError(f"{Location(filename, line)}: XML syntax error: {msg}",
+                       line=line) from err
+    if text is None:
+        encoding = root.getroottree().docinfo.encoding or "utf-8"
+        try:
+            text = data.decode(encoding)
+        except (LookupError, UnicodeDecodeError) as err:
+            raise XmlError(f"{filename}: cannot decode the document as {encoding}") from err
+    return _Parser(filename).document(root, text)
+
+
+class _Parser:
+    def __init__(self, filename: str) -> None:
+        self.file = filename
+
+    # -- helpers --------------------------------------------------------------------
+    def loc(self, el: Any) -> Location:
+        return Location(self.file, el.sourceline)
+
+    def error(self, el: Any, message: str, hint: str | None = None) -> XmlError:
+        return XmlError(f"{self.loc(el)}: {message}", line=el.sourceline, hint=hint)
+
+    def unsupported(self, el: Any, message: str, hint: str | None = None) -> UnsupportedConfig:
+        return UnsupportedConfig(f"{self.loc(el)}: {message}", hint=hint)
+
+    def uint(self, el: Any, attr: str, *, default: int | None = 0) -> int | None:
+        text = el.get(attr)
+        if text is None:
+            return default
+        value = _strtoul(text)
+        if value is None:
+            raise self.error(el, f"Cannot parse <{_tag(el)}> '{attr}' attribute '{text}'")
+        return value
+
+    def check_attrs(self, el: Any, allowed: frozenset[str], where: str) -> None:
+        for attr in el.attrib:
+            if attr not in allowed:
+                raise self.error(el, f"unknown attribute '{attr}' on <{_tag(el)}> {where}",
+                                 hint="vfioctl does not ignore what it does not understand")
+
+    def no_text(self, el: Any, where: str) -> None:
+        if el.text and el.text.strip():
+            raise self.error(el, f"unexpected text in <{_tag(el)}> {where}")
+        for child in el:
+            if child.tail and child.tail.strip():
+                raise self.error(child, f"unexpected text in <{_tag(el)}> {where}")
+
+    # -- document -------------------------------------------------------------------
+    def document(self, root: Any, text: str) -> DomainDocument:
+        if _tag(root) != "domain":
+            raise self.error(root, f"expected a <domain> document, found <{_tag(root)}>")
+        name_el = root.find("name")
+        os_type = root.find("os/type")
+        emulator = root.find("devices/emulator")
+        hostdevs: list[HostdevDef] = []
+        elements: list[Any] = []
+        controllers: list[PciControllerDef] = []
+        others: list[OtherDeviceDef] = []
+        devices = root.find("devices")
+        for el in devices if devices is not None else ():
+            if not isinstance(el.tag, str):
+                continue  # comments, processing instructions
+            tag = _tag(el)
+            if tag == "emulator":
+                continue
+            if tag == "hostdev":
+                hostdevs.append(self.hostdev(el))
+                elements.append(el)
+            elif tag == "controller" and el.get("type") == "pci":
+                controllers.append(PciControllerDef(
+                    index=self.uint(el, "index", default=0) or 0,
+                    model=el.get("model"),
+                    alias=_alias_of(el),
+                    where=self.loc(el),
+                ))
+                others.append(self.other(el))
+            else:
+                others.append(self.other(el))
+        domain = DomainDef(
+            name=name_el.text.strip() if name_el is not None and name_el.text else None,
+            file=self.file,
+            arch=os_type.get("arch") if os_type is not None else None,
+            machine=os_type.get("machine") if os_type is not None else None,
+            emulator=emulator.text.strip() if emulator is not None and emulator.text else None,
+            os_boot=root.find("os/boot") is not None,
+            hostdevs=tuple(hostdevs),
+            controllers=tuple(controllers),
+            others=tuple(others),
+        )
+        return DomainDocument(domain=domain, tree=root.getroottree(),
+                              hostdev_elements=tuple(elements), text=text)
+
+    def other(self, el: Any) -> OtherDeviceDef:
+        addr_el = el.find("address")
+        pci = None
+        if addr_el is not None and addr_el.get("type") == "pci":
+            pci = self.guest_address(addr_el)
+        model = el.get("model")
+        model_el = el.find("model")
+        if model is None and model_el is not None:
+            model = model_el.get("type") or model_el.get("name")
+        target = el.find("target")
+        boot = el.find("boot")
+        return OtherDeviceDef(
+            tag=_tag(el),
+            kind=el.get("type") or el.get("device"),
+            model=model,
+            bus=target.get("bus") if target is not None else None,
+            target_type=target.get("type") if target is not None else None,
+            pci_address=pci,
+            has_address=addr_el is not None,
+            boot_order=self.uint(boot, "order", default=None) if boot is not None else None,
+            alias=_alias_of(el),
+            where=self.loc(el),
+        )
+
+    # -- hostdev --------------------------------------------------------------------
+    def hostdev(self, el: Any) -> HostdevDef:
+        mode = el.get("mode", "subsystem")
+        kind = el.get("type")
+        if mode == "capabilities":
+            raise self.unsupported(el, "hostdev mode 'capabilities' is not supported by vfioctl",
+                                   hint="vfioctl assigns PCI functions: use "
+                                   "<hostdev mode='subsystem' type='pci'>")
+        if mode != "subsystem":
+            raise self.error(el, f"unknown hostdev mode '{mode}'")
+        if kind in _OTHER_HOSTDEV_TYPES:
+            raise self.unsupported(el, f"hostdev type '{kind}' is not supported by vfioctl",
+                                   hint="only PCI hostdevs (type='pci') are handled")
+        if kind is None:
+            raise self.error(el, "missing hostdev subsys type")
+        if kind != "pci":
+            raise self.error(el, f"unknown host device source address type '{kind}'")
+        self.check_attrs(el, _HOSTDEV_ATTRS, "in a hostdev")
+        self.no_text(el, "in a hostdev")
+
+        children: dict[str, Any] = {}
+        for child in el:
+            if not isinstance(child.tag, str):
+                continue
+            tag = _tag(child)
+            if tag in _LIBVIRT_ONLY_CHILDREN:
+                raise self.unsupported(child, f"<{tag}> in a PCI hostdev is not supported by "
+                                       "vfioctl", hint="remove it, or use libvirt for it")
+            if tag not in _CHILD_ATTRS:
+                raise self.error(child, f"unknown element <{tag}> in a PCI hostdev",
+                                 hint="vfioctl supports driver, source, boot, alias, rom "
+                                 "and address (see docs/hostdev-xml.md)")
+            if tag in children:
+                raise self.error(child, f"element <{tag}> appears twice in a hostdev")
+            self.check_attrs(child, _CHILD_ATTRS[tag], "in a hostdev")
+            if tag != "source":
+                for sub in child:
+                    if isinstance(sub.tag, str):
+                        raise self.error(sub, f"unknown element <{_tag(sub)}> in hostdev "
+                                         f"<{tag}>")
+            children[tag] = child
+
+        managed = el.get("managed")
+        if managed not in (None, "yes", "no"):
+            raise self.error(el, f"invalid managed value '{managed}' (expected yes or no)")
+
+        driver_name = driver_group = None
+        if (drv := children.get("driver")) is not None:
+            self.no_text(drv, "in a hostdev")
+            driver_name = drv.get("name")
+            if driver_name in ("kvm", "xen"):
+                raise self.unsupported(
+                    drv, f"PCI passthrough backend '{driver_name}' is not supported by vfioctl",
+                    hint="use <driver name='vfio'/> (legacy KVM assignment is gone from Linux)")
+            if driver_name not in (None, "vfio"):
+                raise self.error(drv, f"Unknown PCI device <driver name='{driver_name}'/> "
+                                 "has been specified")
+            driver_group = drv.get("group")
+            if driver_group not in (None, "allow"):
+                raise self.error(drv, f"invalid driver group '{driver_group}' (only 'allow')")
+
+        src = children.get("source")
+        if src is None:
+            raise self.error(el, "PCI host devices must have a <source> element")
+        source, vf_token = self.source(src)
+
+        boot_order = None
+        if (boot := children.get("boot")) is not None:
+            self.no_text(boot, "in a hostdev")
+            if boot.get("order") is None:
+                raise self.error(boot, "missing boot order attribute")
+            text = boot.get("order")
+            if not re.fullmatch(r"\s*[0-9]+\s*", text):
+                raise self.error(boot, f"Invalid value for attribute 'order' in element "
+                                 f"'boot': '{text}'. Expected non-negative integer value")
+            boot_order = int(text)
+            if boot_order == 0:
+                raise self.error(boot, "Invalid value for attribute 'order' in element "
+                                 "'boot': Zero is not permitted")
+
+        alias = None
+        if (alias_el := children.get("alias")) is not None:
+            self.no_text(alias_el, "in a hostdev")
+            alias = alias_el.get("name")
+            if alias is None or not _ALIAS_RE.match(alias):
+                raise self.error(alias_el, f"alias '{alias}' is not a user alias",
+                                 hint="user aliases are 'ua-' followed by letters, digits, "
+                                 "'_' or '-'; libvirt silently drops any other alias")
+
+        rom = None
+        if (rom_el := children.get("rom")) is not None:
+            self.no_text(rom_el, "in a hostdev")
+            rom = RomDef(
+                bar=self.onoff(rom_el, "bar"),
+                file=rom_el.get("file"),
+                enabled=self.yesno(rom_el, "enabled"),
+            )
+
+        guest = None
+        if (addr := children.get("address")) is not None:
+            self.no_text(addr, "in a hostdev")
+            addr_type = addr.get("type")
+            if addr_type is None:
+                raise self.error(addr, "No type specified for device address")
+            if addr_type != "pci":
+                raise self.unsupported(
+                    addr, f"guest address type '{addr_type}' for a PCI hostdev is not "
+                    "supported by vfioctl", hint="use <address type='pci' …/>")
+            guest = self.guest_address(addr)
+
+        hd = HostdevDef(
+            source=source,
+            managed=managed == "yes",
+            driver_name=driver_name,
+            driver_group=driver_group,
+            vf_token=vf_token,
+            boot_order=boot_order,
+            alias=alias,
+            rom=rom,
+            guest_address=guest,
+            where=self.loc(el),
+        )
+        self.schema_check(el)
+        return hd
+
+    def source(self, src: Any) -> tuple[PciAddress, uuid.UUID | None]:
+        self.no_text(src, "in a hostdev")
+        addrs = []
+        for child in src:
+            if not isinstance(child.tag, str):
+                continue
+            if _tag(child) != "address":
+                raise self.error(child, f"unknown element <{_tag(child)}> in hostdev <source>")
+            addrs.append(child)
+        if not addrs:
+            raise self.error(src, "PCI host devices must have a source <address>")
+        if len(addrs) > 1:
+            raise self.error(addrs[1], "element <address> appears twice in hostdev <source>")
+        addr = addrs[0]
+        self.check_attrs(addr, _SOURCE_ADDRESS_ATTRS, "in hostdev <source>")
+        self.no_text(addr, "in hostdev <source>")
+        values = self.address_fields(addr)
+        token = None
+        tokens = [c for c in addr if isinstance(c.tag, str)]
+        for child in tokens:
+            if _tag(child) != "vf-token":
+                raise self.error(child, f"unknown element <{_tag(child)}> in hostdev source "
+                                 "<address>")
+        if len(tokens) > 1:
+            raise self.error(tokens[1], "element <vf-token> appears twice")
+        if tokens:
+            tok = tokens[0]
+            self.check_attrs(tok, frozenset({"uuid"}), "in hostdev <source>")
+            self.no_text(tok, "in hostdev <source>")
+            text = tok.get("uuid")
+            if text is None:
+                raise self.error(tok, "missing uuid attribute in <vf-token>")
+            if not _UUID_RE.match(text):
+                # The value is a secret even when malformed: never echo it.
+                raise self.error(tok, "malformed vf-token uuid",
+                                 hint="write it as 8-4-4-4-12 hex digits, e.g. the output "
+                                 "of uuidgen")
+            token = uuid.UUID(text)
+        return PciAddress(*values), token
+
+    def address_fields(self, addr: Any) -> tuple[int, int, int, int]:
+        values = []
+        for attr in ("domain", "bus", "slot", "function"):
+            value = self.uint(addr, attr)
+            assert value is not None
+            limit, shown = _LIMITS[attr]
+            if value > limit:
+                raw = addr.get(attr)
+                msg = (f"Invalid PCI address function={value:#x}, must be <= 7"
+                       if attr == "function"
+                       else f"Invalid PCI address {attr}='{raw}', must be <= {shown}")
+                raise self.error(addr, msg)
+            values.append(value)
+        return values[0], values[1], values[2], values[3]
+
+    def guest_address(self, addr: Any) -> GuestPciAddress:
+        domain, bus, slot, function = self.address_fields(addr)
+        return GuestPciAddress(domain, bus, slot, function, self.onoff(addr, "multifunction"))
+
+    def onoff(self, el: Any, attr: str) -> bool | None:
+        return self._choice(el, attr, "on", "off")
+
+    def yesno(self, el: Any, attr: str) -> bool | None:
+        return self._choice(el, attr, "yes", "no")
+
+    def _choice(self, el: Any, attr: str, yes: str, no: str) -> bool | None:
+        text: str | None = el.get(attr)
+        if text is None:
+            return None
+        if text not in (yes, no):
+            raise self.error(el, f"Invalid value for attribute '{attr}' in element "
+                             f"'{_tag(el)}': '{text}'", hint=f"use '{yes}' or '{no}'")
+        return text == yes
+
+    def schema_check(self, el: Any) -> None:
+        """RelaxNG backstop: the checks above should already have caught everything."""
+        import copy
+
+        from lxml import etree
+
+        rng = _schema()
+        if rng.validate(etree.ElementTree(copy.deepcopy(el))):
+            return
+        err = rng.error_log.last_error
+        line = err.line if err is not None and err.line else el.sourceline
+        msg = err.message if err is not None else "does not match the schema"
+        raise XmlError(f"{Location(self.file, line)}: hostdev does not match vfioctl's "
+                       f"schema: {msg}", line=line)
+
+
+@cache
+def _schema() -> Any:
+    from lxml import etree
+
+    text = resources.files("vfioctl.conf").joinpath("schema/hostdev.rng").read_bytes()
+    return etree.RelaxNG(etree.fromstring(text))
+
+
+def schema_path() -> Path:
+    """Where the hostdev RelaxNG schema is installed (for documentation and tests)."""
+    return Path(str(resources.files("vfioctl.conf").joinpath("schema/hostdev.rng")))
+
+
+def _tag(el: Any) -> str:
+    tag = el.tag
+    return tag if isinstance(tag, str) else "?"
+
+
+def _alias_of(el: Any) -> str | None:
+    alias = el.find("alias")
+    return alias.get("name") if alias is not None else None
+
+
+def _strtoul(text: str) -> int | None:
+    """Like libvirt's virStrToLong_uip(…, base 0): 0x hex, leading-0 octal, else decimal."""
+    s = text.strip()
+    if re.fullmatch(r"0[xX][0-9a-fA-F]+", s):
+        return int(s, 16)
+    if re.fullmatch(r"0[0-7]*", s):
+        return int(s, 8)
+    if re.fullmatch(r"[1-9][0-9]*", s):
+        return int(s)
+    return None
