@@ -10,6 +10,7 @@ file (tests/golden/record_libvirt.sh); vfioctl's arguments must equal libvirt's.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shlex
 from pathlib import Path
@@ -77,7 +78,7 @@ def libvirt_vfio_devices(text: str) -> list[str] | None:
     if text.startswith("error:"):
         return None
     argv = shlex.split(text)
-    return [v for k, v in zip(argv, argv[1:], strict=False)
+    return [v for k, v in itertools.pairwise(argv)
             if k == "-device" and json.loads(v).get("driver") == "vfio-pci"]
 
 
