@@ -1,0 +1,340 @@
+"""Simulator: the VFIO character devices and ioctls (legacy container/group API).
+
+Transcribes the behaviour of ``drivers/vfio/vfio_main.c``/``group.c`` (6.1) and
+``drivers/vfio/pci/vfio_pci_core.c`` that KERNEL.md measured, errno for errno:
+
+``dev/vfio/vfio`` (container)
+  GET_API_VERSION -> 0; CHECK_EXTENSION(type) -> 1 for TYPE1, TYPE1v2, DMA_CC, UNMAP_ALL,
+  UPDATE_VADDR, else 0; SET_IOMMU(type): no group attached or already set EINVAL,
+  unsupported type ENODEV. Other requests: EINVAL.
+``dev/vfio/N`` (group)
+  open: already open EBUSY; group has no vfio-pci member ENOENT (no node).
+  GROUP_GET_STATUS: argsz < 8 EINVAL; flags VIABLE when a container is set or no member
+  is bound to a driver that claims DMA (anything but vfio-pci, pci-stub, pcieport);
+  CONTAINER_SET. GROUP_SET_CONTAINER: not a fd EBADF, not a container EINVAL, already
+  set EINVAL, not viable EPERM. GROUP_UNSET_CONTAINER: none EINVAL, devices open EBUSY.
+  GROUP_GET_DEVICE_FD(``"ADDR[ opt=val...]"``): the first member whose name is a prefix
+  followed by end or a space matches (another separator: ENODEV); options: only one
+  ``vf_token=<36-char UUID>`` (any case); short/invalid UUID, unknown or repeated option
+  EINVAL; then the VF-token rules (KERNEL.md table); then no container/IOMMU EINVAL.
+  Other requests: ENOTTY.
+device fd
+  DEVICE_GET_INFO: argsz < 16 EINVAL; flags PCI (+RESET when a reset method is enabled);
+  9 regions, 5 irqs. DEVICE_RESET: no reset method EINVAL. DEVICE_FEATURE: argsz < 8,
+  unknown flags, GET|SET without PROBE: EINVAL; PCI_VF_TOKEN on anything but a vfio-pci
+  PF: ENOTTY; GET: EINVAL (never readable); SET: argsz < 24 EINVAL, else sets the token
+  (also while VFs are open). Other features ENOTTY; other requests ENOTTY.
+
+File descriptors belong to the process (the :class:`VfioLayer` of one SimHost); the VF
+token is kernel state and is persisted with the host. A group claimed by a container
+makes the driver core refuse non-DMA-safe drivers in it (EBUSY), as the kernel does.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vfioctl.host import uapi
+
+if TYPE_CHECKING:
+    from vfioctl.sim.device import SimDevice
+    from vfioctl.sim.kernel import SimKernel
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
+_VF_TOKEN_ARG = "vf_token="
+_SAFE_DMA_DRIVERS = ("vfio-pci", "pci-stub", "pcieport")
+_EXTENSIONS = (uapi.VFIO_TYPE1_IOMMU, uapi.VFIO_TYPE1v2_IOMMU, uapi.VFIO_DMA_CC_IOMMU,
+               uapi.VFIO_UNMAP_ALL, uapi.VFIO_UPDATE_VADDR)
+FIRST_FD = 100
+
+
+def _e(code: int) -> OSError:
+    from vfioctl.sim.kernel import kerr
+    return kerr(code)
+
+
+@dataclass(eq=False)
+class Container:
+    groups: list[Group] = field(default_factory=list)
+    iommu: int | None = None
+
+
+@dataclass(eq=False)
+class Group:
+    number: int
+    container: Container | None = None
+    closed: bool = False
+    open_devices: int = 0
+
+
+@dataclass(eq=False)
+class DeviceFile:
+    name: str
+    group: Group
+
+
+OpenFile = Container | Group | DeviceFile
+
+
+class VfioLayer:
+    """The VFIO files one process has open, over one kernel."""
+
+    def __init__(self, kernel: SimKernel) -> None:
+        self.kernel = kernel
+        self.fds: dict[int, OpenFile] = {}
+        self.open_groups: dict[int, Group] = {}
+        self.device_opens: dict[str, int] = {}
+        self._next_fd = FIRST_FD
+
+    # -- questions the driver core asks -----------------------------------------------------
+    def group_owned(self, group: int | None) -> bool:
+        """A VFIO user holds the group's DMA ownership (its container is set)."""
+        g = self.open_groups.get(group) if group is not None else None
+        return g is not None and g.container is not None
+
+    def device_open(self, name: str) -> bool:
+        return self.device_opens.get(name, 0) > 0
+
+    def viable(self, group: int) -> bool:
+        """``!iommu_group_dma_owner_claimed()``: no member on a DMA-claiming driver."""
+        return all(d.driver is None or d.driver in _SAFE_DMA_DRIVERS
+                   for d in self.kernel.group_members(group))
+
+    # -- file operations ------------------------------------------------------------------------
+    def _new_fd(self, obj: OpenFile) -> int:
+        fd = self._next_fd
+        self._next_fd += 1
+        self.fds[fd] = obj
+        return fd
+
+    def open(self, key: str) -> int:
+        if key == "container":
+            return self._new_fd(Container())
+        number = int(key.split(":", 1)[1])
+        if number in self.open_groups:
+            raise _e(errno.EBUSY)
+        if not self.kernel.vfio_group_devices(number):
+            raise _e(errno.ENODEV)
+        group = Group(number)
+        self.open_groups[number] = group
+        return self._new_fd(group)
+
+    def close(self, fd: int) -> None:
+        obj = self.fds.pop(fd, None)
+        if obj is None:
+            raise _e(errno.EBADF)
+        if isinstance(obj, DeviceFile):
+            self.device_opens[obj.name] -= 1
+            if not self.device_opens[obj.name]:
+                del self.device_opens[obj.name]
+            obj.group.open_devices -= 1
+            self._maybe_release(obj.group)
+        elif isinstance(obj, Group):
+            obj.closed = True
+            self._maybe_release(obj)
+        else:
+            for g in list(obj.groups):
+                g.container = None
+            obj.groups.clear()
+
+    def _maybe_release(self, group: Group) -> None:
+        if group.closed and group.open_devices == 0:
+            if group.container is not None:
+                group.container.groups.remove(group)
+                group.container = None
+            if self.open_groups.get(group.number) is group:
+                del self.open_groups[group.number]
+
+    # -- ioctl ------------------------------------------------------------------------------------
+    def ioctl(self, fd: int, request: int, arg: int | bytearray) -> int:
+        obj = self.fds.get(fd)
+        if obj is None:
+            raise _e(errno.EBADF)
+        if isinstance(obj, Container):
+            return self._container_ioctl(obj, request, arg)
+        if isinstance(obj, Group):
+            return self._group_ioctl(obj, request, arg)
+        return self._device_ioctl(obj, request, arg)
+
+    def _container_ioctl(self, c: Container, request: int, arg: int | bytearray) -> int:
+        if request == uapi.VFIO_GET_API_VERSION:
+            return uapi.VFIO_API_VERSION
+        if request == uapi.VFIO_CHECK_EXTENSION:
+            return 1 if _int(arg) in _EXTENSIONS else 0
+        if request == uapi.VFIO_SET_IOMMU:
+            if not c.groups or c.iommu is not None:
+                raise _e(errno.EINVAL)
+            if _int(arg) not in (uapi.VFIO_TYPE1_IOMMU, uapi.VFIO_TYPE1v2_IOMMU):
+                raise _e(errno.ENODEV)
+            c.iommu = _int(arg)
+            return 0
+        raise _e(errno.EINVAL)
+
+    def _group_ioctl(self, g: Group, request: int, arg: int | bytearray) -> int:
+        if request == uapi.VFIO_GROUP_GET_STATUS:
+            buf = _buf(arg, 8)
+            argsz, _ = struct.unpack_from("<II", buf)
+            if argsz < uapi.GROUP_STATUS_SIZE:
+                raise _e(errno.EINVAL)
+            flags = 0
+            if g.container is not None:
+                flags = uapi.VFIO_GROUP_FLAGS_VIABLE | uapi.VFIO_GROUP_FLAGS_CONTAINER_SET
+            elif self.viable(g.number):
+                flags = uapi.VFIO_GROUP_FLAGS_VIABLE
+            struct.pack_into("<I", buf, 4, flags)
+            return 0
+        if request == uapi.VFIO_GROUP_SET_CONTAINER:
+            cfd = uapi.unpack_fd(_buf(arg))
+            c = self.fds.get(cfd)
+            if c is None:
+                raise _e(errno.EBADF)
+            if not isinstance(c, Container) or g.container is not None:
+                raise _e(errno.EINVAL)
+            if not self.viable(g.number):
+                raise _e(errno.EPERM)
+            g.container = c
+            c.groups.append(g)
+            return 0
+        if request == uapi.VFIO_GROUP_UNSET_CONTAINER:
+            if g.container is None:
+                raise _e(errno.EINVAL)
+            if g.open_devices:
+                raise _e(errno.EBUSY)
+            g.container.groups.remove(g)
+            g.container = None
+            return 0
+        if request == uapi.VFIO_GROUP_GET_DEVICE_FD:
+            return self._get_device_fd(g, uapi.unpack_device_name(_buf(arg, 1)))
+        raise _e(errno.ENOTTY)
+
+    def _get_device_fd(self, g: Group, text: str) -> int:
+        found: SimDevice | None = None
+        for dev in self.kernel.vfio_group_devices(g.number):
+            if self._match(dev, text):
+                found = dev
+                break
+        if found is None:
+            raise _e(errno.ENODEV)
+        if g.container is None or g.container.iommu is None:
+            raise _e(errno.EINVAL)
+        self.device_opens[found.name] = self.device_opens.get(found.name, 0) + 1
+        g.open_devices += 1
+        return self._new_fd(DeviceFile(found.name, g))
+
+    def _match(self, dev: SimDevice, text: str) -> bool:
+        """``vfio_pci_core_match``: True on a match, False if not this device; raises
+        the option/token errors."""
+        if not text.startswith(dev.name):
+            return False
+        rest = text[len(dev.name):]
+        token: uuid.UUID | None = None
+        if rest:
+            if rest[0] != " ":
+                return False
+            i = 0
+            while i < len(rest):
+                if rest[i] == " ":
+                    i += 1
+                    continue
+                if token is None and rest.startswith(_VF_TOKEN_ARG, i):
+                    i += len(_VF_TOKEN_ARG)
+                    raw = rest[i:i + 36]
+                    if len(raw) < 36 or not _UUID.match(raw):
+                        raise _e(errno.EINVAL)
+                    token = uuid.UUID(raw)
+                    i += 36
+                else:
+                    raise _e(errno.EINVAL)      # unknown or repeated option
+        self._validate_token(dev, token)
+        return True
+
+    def _validate_token(self, dev: SimDevice, token: uuid.UUID | None) -> None:
+        """``vfio_pci_validate_vf_token``."""
+        k = self.kernel
+        if dev.is_vf:
+            pf = dev.physfn
+            assert pf is not None
+            if pf.driver != "vfio-pci":
+                if token is not None:
+                    raise _e(errno.EINVAL)      # "VF token incorrectly provided"
+                return
+            if token is None or token != k.vf_tokens.get(pf.name):
+                raise _e(errno.EACCES)
+            return
+        if dev.name in k.vf_tokens:
+            users = sum(1 for vf in dev.vfs if self.device_open(vf.name))
+            if users:
+                if token is None or token != k.vf_tokens[dev.name]:
+                    raise _e(errno.EACCES)
+            elif token is not None:
+                k.vf_tokens[dev.name] = token     # a PF open with a token sets it
+                k.dirty = True
+            return
+        if token is not None:
+            raise _e(errno.EINVAL)              # "not a PF or VF"
+
+    def _device_ioctl(self, f: DeviceFile, request: int, arg: int | bytearray) -> int:
+        dev = self.kernel.devices[f.name]
+        if request == uapi.VFIO_DEVICE_GET_INFO:
+            buf = _buf(arg, 16)
+            argsz = struct.unpack_from("<I", buf)[0]
+            if argsz < uapi.DEVICE_INFO_MINSZ:
+                raise _e(errno.EINVAL)
+            flags = uapi.VFIO_DEVICE_FLAGS_PCI | (
+                uapi.VFIO_DEVICE_FLAGS_RESET if dev.reset_methods else 0)
+            struct.pack_into("<III", buf, 4, flags, uapi.VFIO_PCI_NUM_REGIONS,
+                             uapi.VFIO_PCI_NUM_IRQS)
+            return 0
+        if request == uapi.VFIO_DEVICE_RESET:
+            if not dev.reset_methods:
+                raise _e(errno.EINVAL)
+            return 0
+        if request == uapi.VFIO_DEVICE_FEATURE:
+            return self._feature(dev, _buf(arg, 8))
+        raise _e(errno.ENOTTY)
+
+    def _feature(self, dev: SimDevice, buf: bytearray) -> int:
+        """``vfio_ioctl_device_feature`` + ``vfio_pci_core_feature_token``."""
+        argsz, flags = struct.unpack_from("<II", buf)
+        if argsz < uapi.DEVICE_FEATURE_MINSZ:
+            raise _e(errno.EINVAL)
+        known = (uapi.VFIO_DEVICE_FEATURE_MASK | uapi.VFIO_DEVICE_FEATURE_GET
+                 | uapi.VFIO_DEVICE_FEATURE_SET | uapi.VFIO_DEVICE_FEATURE_PROBE)
+        get, set_ = flags & uapi.VFIO_DEVICE_FEATURE_GET, flags & uapi.VFIO_DEVICE_FEATURE_SET
+        probe = flags & uapi.VFIO_DEVICE_FEATURE_PROBE
+        if flags & ~known or (not probe and get and set_):
+            raise _e(errno.EINVAL)
+        if flags & uapi.VFIO_DEVICE_FEATURE_MASK != uapi.VFIO_DEVICE_FEATURE_PCI_VF_TOKEN:
+            raise _e(errno.ENOTTY)
+        if dev.name not in self.kernel.vf_tokens:
+            raise _e(errno.ENOTTY)
+        # vfio_check_feature(flags, argsz, SET, sizeof(uuid))
+        if get:
+            raise _e(errno.EINVAL)
+        if probe:
+            return 0
+        if not set_ or argsz - uapi.DEVICE_FEATURE_MINSZ < 16 or len(buf) < 24:
+            raise _e(errno.EINVAL)
+        self.kernel.vf_tokens[dev.name] = uuid.UUID(bytes=bytes(buf[8:24]))
+        self.kernel.dirty = True
+        return 0
+
+
+def _int(arg: int | bytearray) -> int:
+    if isinstance(arg, int):
+        return arg
+    return int.from_bytes(bytes(arg[:8]).ljust(8, b"\0"), "little")
+
+
+def _buf(arg: int | bytearray, size: int = 4) -> bytearray:
+    """An ioctl pointer argument: an int where a struct is expected, or a buffer shorter
+    than what the kernel copies in, faults."""
+    if not isinstance(arg, bytearray) or len(arg) < size:
+        raise _e(errno.EFAULT)
+    return arg
