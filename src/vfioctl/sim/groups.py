@@ -114,9 +114,10 @@ class GroupAllocator:
         self.group_of: dict[str, int] = {}
         self.members: dict[int, list[str]] = {}
         self._slot_funcs: dict[tuple[int, int, int], list[GroupNode]] = {}
+        self._hint = 0        # every number below it is in use
 
     def lowest_free(self) -> int:
-        n = 0
+        n = self._hint
         while n in self.members:
             n += 1
         return n
@@ -133,6 +134,8 @@ class GroupAllocator:
             if group in self.members:
                 raise ValueError(f"IOMMU group {group} is already in use")
             self.members[group] = []
+            if group == self._hint:
+                self._hint += 1
         self.group_of[dev.name] = group
         self.members[group].append(dev.name)
         self._slot_funcs.setdefault(dev.slot_key, []).append(dev)
@@ -143,6 +146,7 @@ class GroupAllocator:
         self.members[group].remove(dev.name)
         if not self.members[group]:
             del self.members[group]
+            self._hint = min(self._hint, group)
         funcs = self._slot_funcs.get(dev.slot_key, [])
         self._slot_funcs[dev.slot_key] = [f for f in funcs if f.name != dev.name]
 

@@ -120,6 +120,7 @@ def build_tree(k: SimKernel) -> Tree:
     proc.mkdir("sys/kernel").children["osrelease"] = text(k.spec.kernel_release + "\n")
     proc.children["mounts"] = live(lambda: _mounts(k))
     proc.mkdir("net").children["route"] = live(lambda: _routes(k))
+    proc.children["swaps"] = text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
 
     if k.module_loaded("vfio"):
         dv = root.mkdir("dev/vfio")
@@ -203,6 +204,7 @@ def _usage(root: Dir, dev: SimDevice, d: Dir) -> None:
     for net in dev.fn.net:
         nd = d.mkdir("net", net.name)
         nd.children["operstate"] = live(lambda: "up\n" if dev.net_up else "down\n")
+        nd.children["flags"] = live(lambda: "0x1003\n" if dev.net_up else "0x1002\n")
         nd.children["address"] = text(net.mac + "\n")
         nd.children["mtu"] = text("1500\n")
         root.mkdir("sys/class/net").children[net.name] = Link(
