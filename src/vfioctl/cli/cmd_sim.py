@@ -25,7 +25,7 @@ def list_cmd(as_json: bool) -> None:
     """List the bundled simulated hosts."""
     from vfioctl.sim.loader import bundled_names, bundled_text, parse_text
 
-    rows = []
+    rows: list[dict[str, str | int]] = []
     for name in bundled_names():
         spec = parse_text(bundled_text(name), name)
         rows.append({"name": name, "description": spec.description,
@@ -33,7 +33,7 @@ def list_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    width = max(len(r["name"]) for r in rows) if rows else 0
+    width = max(len(str(r["name"])) for r in rows) if rows else 0
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {r['functions']:>3} functions  {r['description']}")
 
