@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -69,12 +70,11 @@ class SimHost:
         self._tree: Tree | None = None
         self._tree_version = -1
         self._stamp: tuple[int, int, int] | None = None
+        self._digest: str | None = None
         spec = kernel.spec
         self.faults = FaultPlan(spec.faults, crash_at_write=spec.crash_at_write,
                                 crash_applies=spec.crash_applies)
         self.writes: list[WriteRecord] = []
-        if path is not None:
-            self._stamp = _stamp(path)
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
@@ -100,9 +100,13 @@ class SimHost:
         Raises:
             NotFound: no such file. ConfigError: not a valid host description.
         """
-        hardware, spec = read_host_file(path)
-        return cls(kernel_from_spec(spec), name=f"sim:{path}", hardware_text=hardware,
+        loaded = read_host_file(path)
+        assert loaded is not None
+        hardware, spec, stamp, digest = loaded
+        host = cls(kernel_from_spec(spec), name=f"sim:{path}", hardware_text=hardware,
                    path=path, state_dir=path.parent / (path.name + ".state"))
+        host._stamp, host._digest = stamp, digest
+        return host
 
     # -- Host properties -----------------------------------------------------------------------
     @property
@@ -252,7 +256,7 @@ class SimHost:
             finally:
                 self._kernel.dirty = False
         with self._lock():
-            self._refresh()
+            self._refresh(strict=True)
             try:
                 return op()
             finally:
@@ -271,14 +275,21 @@ class SimHost:
         finally:
             os.close(fd)
 
-    def _refresh(self) -> None:
-        """Pick up state another process saved since we last loaded or saved."""
+    def _refresh(self, *, strict: bool = False) -> None:
+        """Pick up state another process saved since we last loaded or saved.
+
+        Reads trust the file's (inode, mtime, size); under the lock (``strict``) the
+        content hash decides, since a save within one mtime tick can reuse all three.
+        """
         if self._path is None:
             return
-        stamp = _stamp(self._path)
-        if stamp == self._stamp:
+        if not strict and _stamp(self._path) == self._stamp:
             return
-        hardware, spec = read_host_file(self._path)
+        loaded = read_host_file(self._path, unless_digest=self._digest)
+        if loaded is None:
+            return
+        hardware, spec, stamp, digest = loaded
+        self._digest = digest
         kernel = kernel_from_spec(spec)
         kernel.vfio = self._kernel.vfio
         kernel.vfio.kernel = kernel
@@ -309,6 +320,7 @@ class SimHost:
             raise
         self._kernel.dirty = False
         self._stamp = _stamp(self._path)
+        self._digest = hashlib.sha256(text.encode()).hexdigest()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -14,6 +14,8 @@ part of any message.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tomllib
 import uuid
 from collections.abc import Mapping
@@ -171,19 +173,34 @@ def render_file(hardware_text: str, k: SimKernel) -> str:
             + tomli_w.dumps({"state": dump_state(k)}))
 
 
-def read_host_file(path: Path) -> tuple[str, HostSpec]:
-    """``(hardware_text, spec)`` of a host file.
+Stamp = tuple[int, int, int]
+
+
+def read_host_file(path: Path, *, unless_digest: str | None = None
+                   ) -> tuple[str, HostSpec, Stamp, str] | None:
+    """``(hardware_text, spec, stamp, digest)`` of a host file; None when its content
+    hashes to ``unless_digest`` (nothing changed: no need to parse).
+
+    The stamp (inode, mtime, size) is taken from the very file that was read: saves
+    replace the file by rename, so an open file never changes under the reader, and a
+    stamp taken separately could belong to a newer file than the text.
 
     Raises:
         NotFound: the file does not exist.
         ConfigError: it is not a valid host description.
     """
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            raw = f.read()
     except FileNotFoundError:
         raise NotFound(f"simulated host file {path} not found",
                        hint="'vfioctl sim copy workstation FILE' writes one to start from"
                        ) from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest == unless_digest:
+        return None
+    text = raw.decode()
     spec = parse_text(text, str(path))
     hardware = split_state(text)
     if spec.state is not None and STATE_MARKER not in text:
@@ -191,4 +208,4 @@ def read_host_file(path: Path) -> tuple[str, HostSpec]:
         doc = tomllib.loads(text)
         doc.pop("state")
         hardware = tomli_w.dumps(doc)
-    return hardware, spec
+    return hardware, spec, (st.st_ino, st.st_mtime_ns, st.st_size), digest
