@@ -200,6 +200,9 @@ class SimKernel:
                 dev.subordinate_bus = max([dev.secondary_bus] + [
                     d.addr.bus for d in self._subtree(dev)] + [
                     d.secondary_bus for d in self._subtree(dev) if d.is_bridge])
+            if dev.fn.acs is not None and not dev.pcie:
+                raise ConfigError(f"device {dev.name}: ACS needs a PCIe function, and this "
+                                  "one is conventional PCI (pcie = false or behind a PCI bus)")
             if self.iommu_on and dev.fn.acs is not None:
                 dev.acs_ctrl = dev.fn.acs & BOOT_ACS_CTRL
             dev.default_reset_methods = self._reset_methods(dev)
