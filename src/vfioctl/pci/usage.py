@@ -1,0 +1,279 @@
+"""Mechanics: does the host rely on a PCI function right now? (network, storage, display)
+
+Detaching a device the host is using takes the host's network, disks or console away
+with it, so the manager refuses such a device without ``--force``. Every fact comes from
+the files the kernel exposes (and the simulator models the same files):
+
+- network: ``devices/ADDR/net/IFNAME/`` (``operstate``, ``flags``, ``master``), routes in
+  ``proc/net/route`` and ``proc/net/ipv6_route``, IPv6 addresses in ``proc/net/if_inet6``.
+  An interface counts when it is up and carries routes or non-link-local addresses, or
+  is a port of an up bridge/bond. IPv4 addresses are seen through the prefix route the
+  kernel installs with them (procfs has no per-interface IPv4 address list).
+- storage: ``sys/block/NAME`` links into the device's sysfs subtree (partitions are
+  subdirectories, stacked devices such as dm/md under ``holders/``), matched against
+  ``proc/mounts`` and ``proc/swaps``.
+- display: ``boot_vga`` = 1, the GPU the firmware and the console draw on.
+
+Missing files mean "no such use" (a snapshot or simulator need not model everything),
+never an error.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from vfioctl.host.base import Host
+from vfioctl.pci.device import PciDevice
+
+_SYS_BLOCK = PurePosixPath("sys/block")
+_PROC_MOUNTS = PurePosixPath("proc/mounts")
+_PROC_SWAPS = PurePosixPath("proc/swaps")
+_PROC_ROUTE = PurePosixPath("proc/net/route")
+_PROC_ROUTE6 = PurePosixPath("proc/net/ipv6_route")
+_PROC_INET6 = PurePosixPath("proc/net/if_inet6")
+_IFF_UP = 0x1
+_UP_STATES = frozenset({"up", "unknown", "dormant"})
+
+
+@dataclass(frozen=True)
+class HostUse:
+    """One way the host relies on a device; ``detail`` is a phrase for messages."""
+
+    kind: str  # "network" | "storage" | "display"
+    detail: str
+
+
+def find_host_uses(dev: PciDevice) -> list[HostUse]:
+    """Every use the host makes of ``dev`` now, in a stable order (empty: free to take)."""
+    uses: list[HostUse] = []
+    uses.extend(_network_uses(dev))
+    uses.extend(_storage_uses(dev))
+    if dev.boot_vga:
+        uses.append(HostUse("display", "it is the boot GPU (boot_vga=1) the console uses"))
+    return uses
+
+
+# -- network ----------------------------------------------------------------------------
+
+
+def _read(host: Host, path: PurePosixPath) -> str | None:
+    try:
+        return host.read_text(path)
+    except OSError:
+        return None
+
+
+def _listdir(host: Host, path: PurePosixPath) -> list[str]:
+    try:
+        return sorted(host.listdir(path))
+    except OSError:
+        return []
+
+
+def _network_uses(dev: PciDevice) -> list[HostUse]:
+    host = dev.host
+    ifnames = _listdir(host, dev.path / "net")
+    if not ifnames:
+        return []
+    routes4 = _route_ifaces(_read(host, _PROC_ROUTE))
+    routes6 = _route6_ifaces(_read(host, _PROC_ROUTE6))
+    addrs6 = _inet6_ifaces(_read(host, _PROC_INET6))
+    uses = []
+    for ifname in ifnames:
+        base = dev.path / "net" / ifname
+        if not _iface_up(host, base):
+            continue
+        what = []
+        if ifname in routes4 or ifname in routes6:
+            what.append("routes")
+        if ifname in addrs6:
+            what.append("addresses")
+        master = _link_base(host, base / "master")
+        if what:
+            uses.append(HostUse("network", f"interface {ifname} is up with "
+                                           f"{' and '.join(what)}"))
+        elif master is not None:
+            uses.append(HostUse("network", f"interface {ifname} is up as a port of "
+                                           f"{master}"))
+    return uses
+
+
+def _iface_up(host: Host, base: PurePosixPath) -> bool:
+    flags = _read(host, base / "flags")
+    if flags is not None:
+        try:
+            if int(flags.strip(), 16) & _IFF_UP:
+                return True
+        except ValueError:
+            pass
+    state = _read(host, base / "operstate")
+    return state is not None and state.strip() in _UP_STATES
+
+
+def _link_base(host: Host, path: PurePosixPath) -> str | None:
+    try:
+        return posixpath.basename(host.readlink(path))
+    except OSError:
+        return None
+
+
+def _route_ifaces(text: str | None) -> set[str]:
+    """Interfaces with an IPv4 route (``proc/net/route``: header line, then Iface first)."""
+    if not text:
+        return set()
+    out = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if fields:
+            out.add(fields[0])
+    return out
+
+
+def _route6_ifaces(text: str | None) -> set[str]:
+    """Interfaces with an IPv6 route other than link-local/multicast ones, which every up
+    interface gets automatically (``proc/net/ipv6_route``: 10 columns, device last)."""
+    if not text:
+        return set()
+    out = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or fields[-1] == "lo":
+            continue
+        dest = fields[0].lower()
+        if dest.startswith("fe80") or dest.startswith("ff"):
+            continue
+        out.add(fields[-1])
+    return out
+
+
+def _inet6_ifaces(text: str | None) -> set[str]:
+    """Interfaces with a non-link-local IPv6 address (``proc/net/if_inet6``: scope is the
+    4th column, 20 = link, 10 = host)."""
+    if not text:
+        return set()
+    out = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[3] not in ("20", "10"):
+            out.add(fields[5])
+    return out
+
+
+# -- storage ----------------------------------------------------------------------------
+
+
+def _storage_uses(dev: PciDevice) -> list[HostUse]:
+    host = dev.host
+    disks = _disks_of(dev)
+    if not disks:
+        return []
+    mounts = _mounts(host)
+    swaps = _swaps(host)
+    uses = []
+    for disk in disks:
+        dirs = [(disk, _SYS_BLOCK / disk)] + [
+            (part, _SYS_BLOCK / disk / part) for part in _partitions(host, disk)]
+        found: list[str] = []
+        for name, sysdir in dirs:
+            for node in _node_names(host, name, sysdir):
+                for point in mounts.get(node, []):
+                    found.append(f"{node} is mounted on {point}"
+                                 if point != "/" else f"{node} holds the root filesystem /")
+                if node in swaps:
+                    found.append(f"{node} is in use as swap")
+        if found:
+            uses.append(HostUse("storage", f"disk {disk}: {', '.join(_dedup(found))}"))
+    return uses
+
+
+def _dedup(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _disks_of(dev: PciDevice) -> list[str]:
+    """Block devices whose sysfs directory lies inside ``dev``'s subtree."""
+    host = dev.host
+    try:
+        prefix = dev.sysfs_path.rstrip("/") + "/"
+    except OSError:
+        return []
+    disks = []
+    for name in _listdir(host, _SYS_BLOCK):
+        try:
+            target = host.readlink(_SYS_BLOCK / name)
+        except OSError:
+            continue
+        real = posixpath.normpath(posixpath.join(str(_SYS_BLOCK), target))
+        if real.startswith(prefix):
+            disks.append(name)
+    return disks
+
+
+def _partitions(host: Host, disk: str) -> list[str]:
+    return [n for n in _listdir(host, _SYS_BLOCK / disk) if n.startswith(disk) and n != disk]
+
+
+def _node_names(host: Host, name: str, sysdir: PurePosixPath, depth: int = 0) -> list[str]:
+    """``name`` and every stacked device built on it (dm, md), by kernel name and by
+    ``/dev/mapper`` name, so that mounts of an LVM volume on the disk are found too."""
+    nodes = [name]
+    if depth < 4:
+        for holder in _listdir(host, sysdir / "holders"):
+            nodes.extend(_node_names(host, holder, _SYS_BLOCK / holder, depth + 1))
+            dm_name = _read(host, _SYS_BLOCK / holder / "dm" / "name")
+            if dm_name and dm_name.strip():
+                nodes.append(f"mapper/{dm_name.strip()}")
+    return _dedup(nodes)
+
+
+def _unescape(field: str) -> str:
+    """``proc/mounts`` escapes space, tab, newline and backslash as octal (``\\040``)."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _dev_node(host: Host, source: str) -> str | None:
+    """``/dev/sda1`` -> ``sda1``; a symlink (``/dev/disk/by-uuid/…``, ``/dev/mapper/x``
+    on udev systems) is followed once through the Host."""
+    if not source.startswith("/dev/"):
+        return None
+    rel = source[len("/dev/"):]
+    try:
+        if host.is_link(PurePosixPath("dev") / rel):
+            target = host.readlink(PurePosixPath("dev") / rel)
+            return posixpath.basename(target)
+    except OSError:
+        pass
+    return rel
+
+
+def _mounts(host: Host) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in (_read(host, _PROC_MOUNTS) or "").splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        node = _dev_node(host, _unescape(fields[0]))
+        if node is not None:
+            out.setdefault(node, []).append(_unescape(fields[1]))
+    return out
+
+
+def _swaps(host: Host) -> set[str]:
+    out = set()
+    for line in (_read(host, _PROC_SWAPS) or "").splitlines()[1:]:
+        fields = line.split()
+        if fields:
+            node = _dev_node(host, _unescape(fields[0]))
+            if node is not None:
+                out.add(node)
+    return out
