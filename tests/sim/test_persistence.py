@@ -134,3 +134,9 @@ def test_failed_write_changes_nothing_on_disk(host_file: Path) -> None:
     before = host_file.read_text()
     assert oserrno(lambda: host.write(DEV / NIC / "sriov_numvfs", "1")) == errno.ENOENT
     assert host_file.read_text() == before
+
+
+def test_sim_host_implements_the_host_seam(host_file: Path) -> None:
+    from vfioctl.host.base import Host
+    assert isinstance(SimHost.from_file(host_file), Host)
+    assert isinstance(open_host("sim:q35-vmtest"), Host)
