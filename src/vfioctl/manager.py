@@ -456,7 +456,7 @@ class HostdevManager:
                          number: int | None) -> None:
         current, override = dev.driver, dev.driver_override
         rec = records.get(dev.addr)
-        on_vfio = current is not None and (current in HOLDING_DRIVERS or dev.is_vfio_variant)
+        on_vfio = current is not None and (current == VFIO_DRIVER or dev.is_vfio_variant)
         if current == driver or (not named and on_vfio):
             # Already where it should be (or on vfio-pci, which the seed keeps as is).
             if owner is not None and (rec is None or rec.owner is None):

@@ -203,8 +203,11 @@ class StateStore:
             raise _db_error(err, self.db_path) from err
         try:
             conn.row_factory = sqlite3.Row
-            # /run is tmpfs on a real host; NORMAL keeps commits ordered without an
-            # fsync per journal step where the disk is real (tests, sim files).
+            # WAL + synchronous=NORMAL: a commit survives the death of the process (what
+            # the journal is for) without an fsync per journal step; only a power loss
+            # can drop the last commits, and a power loss resets the kernel's driver
+            # bindings too (and /run, where a real host keeps this, is tmpfs).
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < _SCHEMA_VERSION:
