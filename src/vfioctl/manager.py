@@ -561,7 +561,10 @@ class HostdevManager:
                                if records[m.addr].owner == owner and records[m.addr].managed]
             if held_others and not group:
                 raise _group_refusal(number, devs, held_others, verb="reattach")
-            targets = sorted(set(devs) | set(held_others), key=lambda d: d.addr)
+            # With group, every member is reported: the held ones move, the rest say why
+            # they stay (release reports only what it gives back).
+            extra = members if (group and not only_held) else held_others
+            targets = sorted(set(devs) | set(extra), key=lambda d: d.addr)
             for dev in targets:
                 self._plan_one_reattach(plan, records, dev, dev in devs or only_held,
                                         owner)

@@ -1,0 +1,1 @@
+--host sim:workstation detach --driver nvidia 0000:01:00.0

@@ -1,0 +1,1 @@
+--host sim:workstation detach --group 0000:01:00.0

@@ -1,0 +1,1 @@
+--host linux:@data/snapshots/firecracker-noiommu detach 0000:00:03.0

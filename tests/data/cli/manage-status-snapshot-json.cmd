@@ -1,0 +1,1 @@
+--host linux:@data/snapshots/firecracker-noiommu status --json
