@@ -143,3 +143,59 @@ def test_crash_during_recovery_is_recovered_again(sim: Callable[[str], SimHost])
                 continue
             break
     assert checked >= 3
+
+
+class _Killed(BaseException):
+    """A death outside any sysfs write (between the last write and the bookkeeping)."""
+
+
+def test_a_detach_past_its_point_of_no_return_is_completed(
+        sim: Callable[[str], SimHost], monkeypatch: pytest.MonkeyPatch) -> None:
+    from vfioctl.state import StateWriter
+
+    host = sim("policy")
+    real_finish = StateWriter.finish
+
+    def dying_finish(self: StateWriter, jid: int, state: str, **kw: object) -> None:
+        if state == "done":
+            raise _Killed
+        real_finish(self, jid, state, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StateWriter, "finish", dying_finish)
+    with pytest.raises(_Killed):
+        _detach_group(HostdevManager(host))
+    monkeypatch.setattr(StateWriter, "finish", real_finish)
+    mgr = HostdevManager(host)
+    assert [r.describe() for r in mgr.recover()] == [
+        "recovered 0000:01:00.0: completed an interrupted detach, now on vfio-pci",
+        "recovered 0000:01:00.1: completed an interrupted detach, now on vfio-pci",
+        "recovered 0000:01:00.3: completed an interrupted detach, now on vfio-pci",
+    ]
+    assert [(str(s.record.addr), s.record.original_driver) for s in mgr.status()] == [
+        ("0000:01:00.0", "nouveau"), ("0000:01:00.1", "snd_hda_intel"),
+        ("0000:01:00.3", None)]
+
+
+def test_a_device_that_refuses_to_go_back_is_held_not_left_driverless(
+        sim: Callable[[str], SimHost]) -> None:
+    import errno
+
+    host = sim("policy")
+    host.faults.crash_at(host.write_count + 5)        # the audio function's unbind
+    with pytest.raises(SimCrash):
+        _detach_group(HostdevManager(host))
+    host.faults.clear()
+    host.faults.fail_write("sys/bus/pci/drivers/nouveau/bind", errno.EIO)
+    mgr = HostdevManager(host)
+    assert [r.describe() for r in mgr.recover()] == [
+        "recovered 0000:01:00.0: completed an interrupted detach, now on vfio-pci (cannot "
+        "bind 0000:01:00.0 to nouveau: EIO (Input/output error))",
+        "recovered 0000:01:00.1: rolled back an interrupted detach, now on snd_hda_intel",
+    ]
+    assert snapshot(host, ["0000:01:00.0", "0000:01:00.1"]) == {
+        "0000:01:00.0": ("vfio-pci", "vfio-pci"), "0000:01:00.1": ("snd_hda_intel", None)}
+    # vfioctl remembers the original driver of the device it could not give back
+    assert [(str(s.record.addr), s.record.original_driver) for s in mgr.status()] == [
+        ("0000:01:00.0", "nouveau")]
+    host.faults.clear()
+    assert [a.kind for a in mgr.reattach(["0000:01:00.0"]).actions] == ["reattached"]
