@@ -26,21 +26,21 @@ def _opt_int(dev: PciDevice, name: str, entries: set[str]) -> int | None:
 
 
 def device_record(dev: PciDevice) -> Json:
-    """One element of ``list --json``."""
+    """One element of ``list --json``.
+
+    Kept to what ``list`` needs: each extra attribute is one more sysfs read per
+    function, and ``list`` must stay within 2x of ``lspci -D -nn -k`` on hosts with
+    thousands of functions (benchmarks/bench_list.py). ``show`` has the rest.
+    """
     entries = set(dev.entries())
     physfn = dev.physfn if "physfn" in entries else None
     return {
         "address": dev.name,
         "vendor": f"{dev.vendor:04x}",
         "device": f"{dev.device:04x}",
-        "subsystem_vendor": _hex4(dev.subsystem_vendor),
-        "subsystem_device": _hex4(dev.subsystem_device),
         "class": f"{dev.class_code:06x}",
-        "revision": None if dev.revision is None else f"{dev.revision:02x}",
         "driver": dev.driver if "driver" in entries else None,
-        "driver_override": dev.driver_override,
         "iommu_group": dev.iommu_group if "iommu_group" in entries else None,
-        "numa_node": _opt_int(dev, "numa_node", entries),
         "physfn": None if physfn is None else str(physfn),
         "virtfns": [str(a) for a in dev._virtfns(sorted(entries))],
         "sriov_totalvfs": _opt_int(dev, "sriov_totalvfs", entries),
@@ -81,6 +81,13 @@ def show_record(host: Host, addr: PciAddress | str) -> Json:
     """
     dev = get_device(host, addr)
     doc = device_record(dev)
+    doc.update({
+        "subsystem_vendor": _hex4(dev.subsystem_vendor),
+        "subsystem_device": _hex4(dev.subsystem_device),
+        "revision": None if dev.revision is None else f"{dev.revision:02x}",
+        "driver_override": dev.driver_override,
+        "numa_node": dev.numa_node,
+    })
     cfg = dev.config
     acs = cfg.acs
     sriov = cfg.sriov

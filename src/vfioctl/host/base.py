@@ -8,7 +8,10 @@ files and ``/dev/vfio`` file descriptors, not at any higher-level concept.
 
 Contract for implementations:
 
-- Paths are :class:`PurePosixPath` objects *relative to the host's root* ``/``, e.g.
+- Paths are :class:`PurePosixPath` objects or plain ``str`` *relative to the host's
+  root* ``/`` (implementations use ``str(path)``; the read model passes ``str`` on its
+  hot path because building thousands of PurePosixPath objects costs more than the
+  reads themselves), e.g.
   ``sys/bus/pci/devices/0000:01:00.0/driver_override`` or ``proc/cmdline``. (DESIGN.md
   says "relative to the sysfs root"; the root of the whole tree is used instead because
   vfioctl also reads ``/proc/cmdline``, ``/proc/mounts`` and opens ``/dev/vfio``.)
@@ -25,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
-SysPath = PurePosixPath
+SysPath = PurePosixPath | str
 
 PCI_DEVICES = PurePosixPath("sys/bus/pci/devices")
 PCI_DRIVERS = PurePosixPath("sys/bus/pci/drivers")

@@ -16,6 +16,7 @@ import errno
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 
 from vfioctl.address import PciAddress
@@ -46,6 +47,11 @@ class PciDevice:
     def path(self) -> PurePosixPath:
         return PCI_DEVICES / self.name
 
+    @cached_property
+    def _base(self) -> str:
+        # plain-string prefix for the hot read path (see host.base on str paths)
+        return f"{PCI_DEVICES}/{self.addr}/"
+
     def __hash__(self) -> int:
         return hash((id(self.host), self.addr))
 
@@ -60,7 +66,7 @@ class PciDevice:
     def attr(self, name: str) -> str | None:
         """A sysfs attribute, stripped; None when the file does not exist."""
         try:
-            return self.host.read_text(self.path / name).strip()
+            return self.host.read_text(self._base + name).strip()
         except FileNotFoundError:
             return None
         except OSError as err:
@@ -83,13 +89,13 @@ class PciDevice:
 
     def _link_name(self, name: str) -> str | None:
         try:
-            return posixpath.basename(self.host.readlink(self.path / name))
+            return posixpath.basename(self.host.readlink(self._base + name))
         except OSError:
             return None
 
     def entries(self) -> list[str]:
         """Names in the device directory (one listdir tells which optional files exist)."""
-        return self.host.listdir(self.path)
+        return self.host.listdir(self._base)
 
     def exists(self) -> bool:
         return self.host.exists(self.path)
