@@ -1,16 +1,50 @@
 """The real kernel (root ``/``) or a tree laid out like it (a snapshot): the only module
-that calls ``os``/``fcntl`` on ``/sys``, ``/proc`` and ``/dev/vfio``."""
+that calls ``os``/``fcntl`` on ``/sys``, ``/proc`` and ``/dev/vfio``.
+
+Fault injection for the real-kernel tier (tests/realkernel/test_60_crash_recovery.py),
+ignored unless set: with ``VFIOCTL_TEST_CRASH_AT_WRITE=N`` in the environment, the
+process kills itself with SIGKILL right before its Nth :meth:`LinuxHost.write` (counted
+per host object from 1; a CLI run has one), or right after that write(2) returned —
+applied or refused — when ``VFIOCTL_TEST_CRASH_AFTER=1`` is set too. SIGKILL, not an
+exception: nothing of vfioctl runs after it (no ``finally``, no undo), exactly like a
+power cut or ``kill -9``, so the next vfioctl command has only the journal to go on.
+The simulator's equivalent is ``SimHost.faults.crash_at``.
+"""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 from vfioctl.errors import ReadOnlyHost
 from vfioctl.host.base import SysPath
+
+#: Test-only fault injection (see the module docstring); never set in production.
+CRASH_AT_WRITE_ENV = "VFIOCTL_TEST_CRASH_AT_WRITE"
+CRASH_AFTER_ENV = "VFIOCTL_TEST_CRASH_AFTER"
+
+
+def _crash_at_write() -> int | None:
+    """The write number the fault-injection hook kills the process at, or None (unset)."""
+    value = os.environ.get(CRASH_AT_WRITE_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        # A typo must not silently turn a crash test into a clean run.
+        raise ValueError(f"{CRASH_AT_WRITE_ENV} must be a write number >= 1, not {value!r}")
+    return number
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LinuxHost:
@@ -31,6 +65,7 @@ class LinuxHost:
         self._state_dir = state_dir
         self._name = "linux" if live else f"linux:{root}"
         self._prefix = str(self._root).rstrip("/") + "/"
+        self._writes = 0  # write() calls so far: the fault-injection hook's counter
 
     @property
     def name(self) -> str:
@@ -79,13 +114,23 @@ class LinuxHost:
 
     def write(self, path: SysPath, data: str) -> None:
         self._check_writable(f"write {path}")
+        self._writes += 1
+        crash_at = _crash_at_write()
+        crash_after = (crash_at == self._writes
+                       and os.environ.get(CRASH_AFTER_ENV, "").strip() == "1")
+        if crash_at == self._writes and not crash_after:
+            _die()
         # One write(2) on an existing file: sysfs attributes take the whole value at once,
         # and O_CREAT must never make a regular file where the kernel has none.
-        fd = os.open(self._p(path), os.O_WRONLY)
         try:
-            os.write(fd, data.encode())
+            fd = os.open(self._p(path), os.O_WRONLY)
+            try:
+                os.write(fd, data.encode())
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            if crash_after:
+                _die()
 
     def readlink(self, path: SysPath) -> str:
         return os.readlink(self._p(path))
