@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 want=(python3-venv pciutils pci.ids make)
 if [ "${1:-}" = "--test" ]; then
   want+=(qemu-system-x86 linux-image-amd64 busybox-static cpio kmod file xz-utils zstd
-         libvirt-clients)
+         libvirt-clients libxml2-utils)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -1,8 +1,8 @@
 """CLI host-changing commands: detach, reattach, status (each one HostdevManager call).
 
-Each command first lets the manager recover an unfinished journal left by a vfioctl that
-died, and prints one ``vfioctl: recovered …`` line per device to stderr; then it runs the
-operation and prints one line per device saying exactly what happened.
+Like every command, each first lets the manager recover an unfinished journal left by a
+vfioctl that died (cli.main prints one ``vfioctl: recovered …`` line per device to
+stderr); then it runs the operation and prints one line per device saying exactly what happened.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ if TYPE_CHECKING:
 def _manager(ctx: Context) -> HostdevManager:
     from vfioctl.manager import HostdevManager
 
-    mgr = HostdevManager(ctx.host)
-    for rec in mgr.recover():
-        click.echo(f"vfioctl: {rec.describe()}", err=True)
-    return mgr
+    # ctx.host has already recovered an unfinished journal (cli.main._recover_first)
+    return HostdevManager(ctx.host)
 
 
 def _print_report(report: Report) -> None:

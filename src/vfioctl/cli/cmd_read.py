@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import click
 
+from vfioctl.address import PciAddress
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import dash, print_json, print_table
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the documented JSON document instead of a table.")
-
-
-def _names() -> object:
-    from vfioctl.pci.ids import load_pci_ids
-
-    return load_pci_ids()
 
 
 @click.command("list")
@@ -82,9 +77,7 @@ def groups_cmd(ctx: Context, as_json: bool) -> None:
     print_table(["GROUP", "VIABLE", "DEVICES (DRIVER)"], rows)
 
 
-def _addr(name: str) -> object:
-    from vfioctl.address import PciAddress
-
+def _addr(name: str) -> PciAddress:
     return PciAddress.parse(name)
 
 
@@ -94,7 +87,6 @@ def _addr(name: str) -> object:
 @click.pass_obj
 def show_cmd(ctx: Context, address: str, as_json: bool) -> None:
     """Everything known about one PCI function: ids, driver, group, path, capabilities."""
-    from vfioctl.address import PciAddress
     from vfioctl.inventory import show_record
 
     addr = PciAddress.parse(address)
@@ -143,7 +135,6 @@ def show_cmd(ctx: Context, address: str, as_json: bool) -> None:
 @click.pass_obj
 def explain_cmd(ctx: Context, address: str) -> None:
     """Explain why a device's IOMMU group is what it is (ACS along its PCI path)."""
-    from vfioctl.address import PciAddress
     from vfioctl.explain import explain_device
 
     ex = explain_device(ctx.host, PciAddress.parse(address))

@@ -76,7 +76,30 @@ class Context:
             from vfioctl.host import open_host
 
             self._host = open_host(self.host_spec)
+            _recover_first(self._host)
         return self._host
+
+
+def _recover_first(host: Any) -> None:
+    """Any command first finishes or rolls back what a dead vfioctl left half-done.
+
+    Only when this host has vfioctl state at all: a host vfioctl never changed pays
+    nothing (no sqlite import, no lock).
+    """
+    state_dir = host.state_dir
+    if host.readonly or state_dir is None or not (state_dir / "vfioctl.db").exists():
+        return
+    from vfioctl.errors import PermissionDenied
+    from vfioctl.manager import HostdevManager
+
+    try:
+        recovered = HostdevManager(host).recover()
+    except PermissionDenied:
+        click.echo("vfioctl: warning: cannot check for an interrupted operation "
+                   f"(no access to {state_dir}); run vfioctl as root", err=True)
+        return
+    for rec in recovered:
+        click.echo(f"vfioctl: {rec.describe()}", err=True)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
