@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "xml2xml": ("vfioctl.cli.cmd_xml:xml2xml_cmd", "Domain XML with hostdevs in canonical form"),
     "xml2argv": ("vfioctl.cli.cmd_xml:xml2argv_cmd", "QEMU -device arguments for PCI hostdevs"),
     "qemu-caps": ("vfioctl.cli.cmd_xml:qemu_caps_cmd", "Probe a QEMU binary's vfio-pci support"),
+    "sriov": ("vfioctl.cli.cmd_sriov:sriov_cmd", "Show or change a PF's VFs (SR-IOV)"),
+    "token": ("vfioctl.cli.cmd_token:token_cmd", "VF token of a userspace PF: set, show, check"),
 }
 
 
