@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "qemu-caps": ("vfioctl.cli.cmd_xml:qemu_caps_cmd", "Probe a QEMU binary's vfio-pci support"),
     "sriov": ("vfioctl.cli.cmd_sriov:sriov_cmd", "Show or change a PF's VFs (SR-IOV)"),
     "token": ("vfioctl.cli.cmd_token:token_cmd", "VF token of a userspace PF: set, show, check"),
+    "start": ("vfioctl.cli.cmd_start:start_cmd", "Start a domain's QEMU with its PCI hostdevs"),
+    "release": ("vfioctl.cli.cmd_start:release_cmd", "Give back the devices a domain held"),
 }
 
 
