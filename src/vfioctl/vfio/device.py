@@ -402,9 +402,9 @@ def device_open_error(dev: PciDevice, err: OSError, *, token_given: bool) -> Hos
             return VfTokenRejected(
                 f"VF token {state} for {dev.name}; its PF {pf_addr} is driven from "
                 "userspace", addr=dev.addr, pf=pf_addr,
-                hint=f"set one with 'vfioctl token set {pf_addr}' and open the VF with it "
-                f"('vfioctl token check {dev.name}'); if it was set before, the PF may "
-                "have been rebound since, which gives it a new random token")
+                hint=f"the VF's user must present the PF's token: 'vfioctl token set "
+                f"{pf_addr}' sets one, 'vfioctl token check {dev.name}' opens the VF with "
+                "it (a PF rebound to vfio-pci since gets a new random token)")
         if token_given:
             return VfTokenRejected(
                 f"VF token incorrect for PF {dev.name}: its VFs are in use by a VFIO user "

@@ -1,0 +1,143 @@
+"""CLI: ``vfioctl token set|show|check|forget`` — the VF token of a userspace PF.
+
+The token is a secret (DESIGN.md): it is printed only by ``token show --reveal``. It is
+read from a file or stdin (``--uuid-file FILE|-``) rather than from the command line,
+where shell history and ``ps`` would keep it; ``--uuid`` exists for scripts and warns.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vfioctl.cli.main import Context
+from vfioctl.cli.render import print_json
+from vfioctl.errors import HostError, UsageError
+from vfioctl.vfio.secret import VfToken
+
+_ARGV_WARNING = ("vfioctl: warning: a VF token given with --uuid is on the command line: "
+                 "shell history and 'ps' can show it; prefer --uuid-file FILE or "
+                 "--uuid-file - (stdin)")
+
+
+@click.group("token")
+def token_cmd() -> None:
+    """The VF token of an SR-IOV PF driven from userspace (bound to vfio-pci).
+
+    VFs of such a PF open only for whoever presents the PF's token. vfioctl sets it,
+    keeps it in its state directory (0600) and never prints it unless asked to with
+    'token show --reveal'.
+    """
+
+
+def _read_token_file(source: str) -> VfToken:
+    try:
+        if source == "-":
+            text = sys.stdin.readline()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read(4096)
+    except OSError as err:
+        raise HostError(f"cannot read the VF token from {source}",
+                        errno=err.errno) from err
+    return VfToken.parse(text)
+
+
+@token_cmd.command("set")
+@click.argument("pf", metavar="PF")
+@click.option("--uuid-file", "uuid_file", metavar="FILE|-", default=None,
+              help="Read the token (a UUID) from FILE, or from stdin with '-'.")
+@click.option("--uuid", "uuid_text", metavar="UUID", default=None,
+              help="The token on the command line (visible in shell history and ps: "
+              "prefer --uuid-file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+@click.pass_obj
+def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str | None,
+                  as_json: bool) -> None:
+    """Set the VF token of PF (default: a fresh random UUID) and store it (0600).
+
+    VFs already open keep working; new VF opens need the new token.
+    """
+    from vfioctl.vfio.token import set_token
+
+    if uuid_file is not None and uuid_text is not None:
+        raise UsageError("give the token with --uuid-file or --uuid, not both")
+    token: VfToken | None = None
+    if uuid_text is not None:
+        click.echo(_ARGV_WARNING, err=True)
+        token = VfToken.parse(uuid_text)
+    elif uuid_file is not None:
+        token = _read_token_file(uuid_file)
+    from vfioctl.manager import HostdevManager
+
+    for rec in HostdevManager(ctx.host).recover():
+        click.echo(f"vfioctl: {rec.describe()}", err=True)
+    stored, path = set_token(ctx.host, pf, token)
+    if as_json:
+        print_json({"pf": str(stored.pf), "set_at": stored.set_at, "file": str(path),
+                    "generated": token is None})
+        return
+    made = "a new random VF token" if token is None else "the given VF token"
+    click.echo(f"PF {stored.pf}: set {made}; stored in {path} (mode 0600)")
+    click.echo(f"VFs of {stored.pf} now open only with it: 'vfioctl token check VF' "
+               f"proves it; 'vfioctl token show {stored.pf} --reveal' prints it")
+
+
+@token_cmd.command("show")
+@click.argument("pf", metavar="PF")
+@click.option("--reveal", is_flag=True,
+              help="Print the token itself (it is a secret: mind where the output goes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+@click.pass_obj
+def token_show_cmd(ctx: Context, pf: str, reveal: bool, as_json: bool) -> None:
+    """Show whether vfioctl has PF's VF token and whether it is still current."""
+    from vfioctl.vfio.token import show_token
+
+    status = show_token(ctx.host, pf)
+    if as_json:
+        print_json(status.to_json(reveal=reveal))
+        return
+    st = status.stored
+    if st is None:
+        click.echo(f"PF {status.pf}: no VF token stored (driver: {status.driver or 'none'})")
+        return
+    if reveal:
+        # The one place the secret is printed, on explicit request.
+        click.echo(st.token.reveal())
+        return
+    state = f"STALE: {status.stale}" if status.stale else "current"
+    click.echo(f"PF {status.pf}: VF token {st.token} (set {st.set_at}; {state})")
+    click.echo(f"file: {status.file}; --reveal prints it")
+
+
+@token_cmd.command("check")
+@click.argument("vf", metavar="VF")
+@click.option("--no-token", "no_token", is_flag=True,
+              help="Open the VF without any token, as a user who was not given it would.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
+@click.pass_obj
+def token_check_cmd(ctx: Context, vf: str, no_token: bool, as_json: bool) -> None:
+    """Open VF through VFIO with its PF's stored token, read its info, close it."""
+    from vfioctl.vfio.token import check_vf
+
+    result = check_vf(ctx.host, vf, use_token=not no_token)
+    if as_json:
+        print_json(result.to_json())
+        return
+    how = "with the stored VF token of PF " + str(result.pf) if result.with_token \
+        else "without a VF token"
+    info = result.info
+    click.echo(f"VF {result.vf}: opened through VFIO ({result.path} path) {how}: "
+               f"{info.num_regions} regions, {info.num_irqs} irqs, flags {info.flags:#x}")
+
+
+@token_cmd.command("forget")
+@click.argument("pf", metavar="PF")
+@click.pass_obj
+def token_forget_cmd(ctx: Context, pf: str) -> None:
+    """Delete vfioctl's copy of PF's token (the kernel keeps its token)."""
+    from vfioctl.vfio.token import forget_token
+
+    gone = forget_token(ctx.host, pf)
+    click.echo(f"PF {pf}: " + ("stored VF token deleted" if gone else "no VF token stored"))
