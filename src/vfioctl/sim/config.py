@@ -6,15 +6,17 @@ extended capabilities) and ``include/uapi/linux/pci_regs.h`` offsets, so that ``
 simulator's group logic used: the PCIe device/port type, the ACS capability and control
 bits, the SR-IOV capability (TotalVFs, NumVFs, offset, stride, VF device id) and ARI.
 
-Layout: standard capabilities from 0x40 (PCIe at 0x40, bridge subsystem id after it),
-extended capabilities from 0x100 in the order ARI, SR-IOV, ACS at 0x20-byte steps (QEMU's
-NVMe puts ARI at 0x100 and SR-IOV at 0x120 too).
+Which capabilities sit where comes from a :class:`~vfioctl.sim.caps.Layout` (a measured
+device model, an explicit ``caps`` list, or the default packing); this module fills in
+their registers from the device's facts.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from vfioctl.sim.caps import CapEntry, Layout, cap_size
 
 CFG_SIZE = 256
 CFG_SIZE_EXT = 4096
@@ -29,6 +31,7 @@ EXT_CAP_ID_SRIOV = 0x0010
 PCI_EXP_DEVCAP_FLR = 1 << 28
 PCI_EXP_FLAGS_SLOT = 0x0100
 PCI_EXP_DEVCAP2_ARI = 0x0020          # ARI Forwarding Supported (ports)
+PCI_PM_CTRL_NO_SOFT_RESET = 0x0008
 PCI_SRIOV_CTRL_VFE = 0x0001
 PCI_SRIOV_CTRL_MSE = 0x0008
 PCI_SRIOV_CTRL_ARI = 0x0010
@@ -48,8 +51,9 @@ class ConfigInputs:
     multifunction: bool
     pcie_type: int | None                  # None: conventional PCI (no PCIe capability)
     ext_config: bool                       # 4096-byte config space
+    layout: Layout = field(default_factory=Layout)
     flr: bool = False
-    pm: bool = False
+    pm: bool = False                       # PM No_Soft_Reset = 0
     acs_cap: int | None = None
     acs_ctrl: int = 0
     sriov_total: int = 0
@@ -67,6 +71,7 @@ class ConfigInputs:
     interrupt_pin: int = 1
     irq: int = 0
     enabled: bool = False
+    serial: int = 0                        # Device Serial Number capability
 
 
 def _w16(buf: bytearray, off: int, val: int) -> None:
@@ -84,7 +89,7 @@ def build_config(c: ConfigInputs) -> bytes:
     _w16(buf, 0x02, c.device)
     # Command: memory + bus master once a driver enabled the device; bridges always decode.
     _w16(buf, 0x04, 0x0007 if c.bridge else (0x0006 if c.enabled else 0x0000))
-    status = 0x0010 if (c.pcie_type is not None or c.bridge or c.pm) else 0x0000
+    status = 0x0010 if c.layout.std else 0x0000            # capabilities list
     _w16(buf, 0x06, status)
     buf[0x08] = c.revision & 0xFF
     buf[0x09] = c.class_code & 0xFF
@@ -109,49 +114,91 @@ def build_config(c: ConfigInputs) -> bytes:
     buf[0x3C] = c.irq & 0xFF
     buf[0x3D] = c.interrupt_pin
 
-    caps: list[tuple[int, bytes]] = []
-    if c.pcie_type is not None:
-        caps.append((CAP_ID_EXP, _pcie_cap(c)))
-    if c.pm:
-        caps.append((CAP_ID_PM, bytes([0, 0, 0x03, 0x00, 0x08, 0x00, 0, 0])))
-    if c.bridge and (c.subsystem_vendor or c.subsystem_device):
-        caps.append((CAP_ID_SSVID, bytes([0, 0, 0, 0]) + struct.pack(
-            "<HH", c.subsystem_vendor, c.subsystem_device)))
-    off = 0x40
-    if caps:
-        buf[0x34] = off
-    for i, (cap_id, body) in enumerate(caps):
-        nxt = 0 if i == len(caps) - 1 else off + ((len(body) + 3) & ~3)
-        buf[off:off + len(body)] = body
-        buf[off] = cap_id
-        buf[off + 1] = nxt
-        off = nxt
-
-    if c.ext_config and c.pcie_type is not None:
-        ext: list[tuple[int, int, bytes]] = []
-        if c.ari:
-            # ARI capability: next function number = 0 (the PF's VFs are found through
-            # SR-IOV, not through the ARI chain)
-            ext.append((EXT_CAP_ID_ARI, 1, bytes(4)))
-        if c.sriov_total:
-            ext.append((EXT_CAP_ID_SRIOV, 1, _sriov_cap(c)))
-        if c.acs_cap is not None:
-            ext.append((EXT_CAP_ID_ACS, 1, struct.pack("<HH", c.acs_cap, c.acs_ctrl)))
-        pos = 0x100
-        for i, (cap_id, ver, body) in enumerate(ext):
-            nxt = 0 if i == len(ext) - 1 else pos + 0x20 * ((4 + len(body) + 0x1F) // 0x20)
-            _w32(buf, pos, cap_id | (ver << 16) | (nxt << 20))
-            buf[pos + 4:pos + 4 + len(body)] = body
-            pos = nxt
+    layout = c.layout
+    if layout.std:
+        buf[0x34] = layout.std[0].at
+    for i, e in enumerate(layout.std):
+        body = _std_body(e, c)
+        buf[e.at:e.at + len(body)] = body
+        buf[e.at] = e.cap_id
+        buf[e.at + 1] = layout.std[i + 1].at if i + 1 < len(layout.std) else 0
+    if c.ext_config:
+        for i, e in enumerate(layout.ext):
+            nxt = layout.ext[i + 1].at if i + 1 < len(layout.ext) else 0
+            _w32(buf, e.at, e.cap_id | (_EXT_VERSION.get(e.name, 1) << 16) | (nxt << 20))
+            body = _ext_body(e, c)
+            buf[e.at + 4:e.at + 4 + len(body)] = body
     return bytes(buf)
 
 
-def _pcie_cap(c: ConfigInputs) -> bytes:
-    """PCIe capability v2 (0x3c bytes after the id/next header)."""
+_EXT_VERSION = {"aer": 2}
+
+
+def _std_body(e: CapEntry, c: ConfigInputs) -> bytes:
+    """The capability's bytes from its header on (id and next are filled in after)."""
+    n = e.name
+    body = bytearray(cap_size(e, root_port=c.pcie_type == 0x4))
+    if n == "express":
+        pcie = _pcie_cap(c, e.get("version", 2))
+        body[:len(pcie)] = pcie[:len(body)]
+    elif n == "pm":
+        _w16(body, 2, e.get("pmc", 0x0003))                  # PMC: version 3
+        # PMCSR No_Soft_Reset: set unless the device resets cleanly on D3hot->D0
+        _w16(body, 4, 0 if c.pm else PCI_PM_CTRL_NO_SOFT_RESET)
+    elif n == "msi":
+        ctrl = (0x0080 if e.get("bits64", 1) else 0) | (0x0100 if e.get("maskable", 0)
+                                                         else 0)
+        _w16(body, 2, ctrl | (0x0001 if c.enabled else 0))
+    elif n == "msix":
+        ctrl = (e.get("vectors", 1) - 1) & 0x7FF
+        _w16(body, 2, ctrl | (0x8000 if c.enabled else 0))
+        _w32(body, 4, e.get("table", 0) | e.get("bar", 0))
+        _w32(body, 8, e.get("pba", 0x800) | e.get("bar", 0))
+    elif n == "ssvid":
+        struct.pack_into("<HH", body, 4, c.subsystem_vendor, c.subsystem_device)
+    elif n == "vendor":
+        body[2] = len(body)
+        if e.get("cfg_type", 0):                              # virtio_pci_cap
+            body[3] = e.get("cfg_type", 0)
+            body[4] = e.get("bar", 0)
+            if len(body) >= 16:
+                _w32(body, 8, e.get("offset", 0))
+                _w32(body, 12, e.get("length", 0))
+            if len(body) >= 20:
+                _w32(body, 16, e.get("mult", 0))
+    elif n == "sata":
+        _w16(body, 2, 0x0010)                                 # SATA cap revision 1.0
+        _w32(body, 4, 0x00000048)                             # BAR location
+    return bytes(body)
+
+
+def _ext_body(e: CapEntry, c: ConfigInputs) -> bytes:
+    """The extended capability's bytes after its header."""
+    n = e.name
+    if n == "ari":
+        # ARI Capability: Next Function Number (bits 15:8)
+        return struct.pack("<HH", (e.get("next_fn", 0) & 0xFF) << 8, 0)
+    if n == "sriov":
+        return _sriov_cap(c)
+    if n == "acs":
+        return struct.pack("<HH", c.acs_cap or 0, c.acs_ctrl)
+    if n == "dsn":
+        return struct.pack("<Q", c.serial)
+    if n == "aer":
+        body = bytearray(cap_size(e, root_port=c.pcie_type == 0x4) - 4)
+        _w32(body, 0x0C - 4, 0x00462030)                      # uncorrectable severity
+        _w32(body, 0x14 - 4, 0x0000E000)                      # correctable mask
+        _w32(body, 0x18 - 4, 0x000000A0)                      # ECRC capabilities
+        return bytes(body)
+    return bytes(cap_size(e) - 4)
+
+
+def _pcie_cap(c: ConfigInputs, version: int) -> bytes:
+    """PCIe capability, version 2 (0x3c bytes) or 1 (0x14 bytes: endpoint registers)."""
     body = bytearray(0x3C)
     assert c.pcie_type is not None
     port = c.pcie_type in (0x4, 0x6)
-    flags = 0x2 | (c.pcie_type << 4) | (PCI_EXP_FLAGS_SLOT if port else 0)
+    flags = (version & 0xF) | (c.pcie_type << 4) | (PCI_EXP_FLAGS_SLOT if port else 0)
     _w16(body, 0x02, flags)
     devcap = 0x00008000 | 0x2 | (PCI_EXP_DEVCAP_FLR if c.flr else 0)   # RBER, 512B payload
     _w32(body, 0x04, devcap)

@@ -7,6 +7,9 @@ here. The class also answers the questions the group rules ask (:class:`GroupNod
 
 from __future__ import annotations
 
+from functools import cached_property
+
+from vfioctl.sim.caps import Facts, Layout, reconcile
 from vfioctl.sim.config import ConfigInputs, build_config
 from vfioctl.sim.model import ACS_CR, ACS_RR, ACS_SV, ACS_UF, Function, Kind, PcieType
 
@@ -26,7 +29,8 @@ class SimDevice:
     """A PCI function in the simulated kernel."""
 
     def __init__(self, fn: Function, upstream: SimDevice | None, *, pcie: bool,
-                 multifunction: bool, index: int, physfn: SimDevice | None = None) -> None:
+                 multifunction: bool, index: int, physfn: SimDevice | None = None,
+                 header_multifunction: bool | None = None) -> None:
         self.fn = fn
         self.addr = fn.addr
         self.name = fn.name
@@ -36,6 +40,10 @@ class SimDevice:
         self.vfs: list[SimDevice] = []
         self.children: list[SimDevice] = []
         self.pcie = pcie
+        # the Header Type register's bit 7, and the kernel's pdev->multifunction: that bit,
+        # or any function > 0 (drivers/pci/probe.c pci_scan_slot())
+        self.header_multifunction = multifunction if header_multifunction is None \
+            else header_multifunction
         self.multifunction = multifunction
         self.index = index
         self.secondary_bus = 0
@@ -83,9 +91,34 @@ class SimDevice:
 
     @property
     def ext_config(self) -> bool:
-        """4096-byte config: PCIe, or a host bridge (drivers/pci/probe.c
-        pci_cfg_space_size())."""
+        """4096-byte config: as the hardware says, else PCIe or a host bridge (what
+        drivers/pci/probe.c pci_cfg_space_size() finds on such devices)."""
+        if self.fn.config_size is not None:
+            return self.fn.config_size == 4096
         return self.pcie or (self.fn.class_code >> 8) == 0x0600
+
+    @cached_property
+    def layout(self) -> Layout:
+        """The capabilities this function presents (:mod:`vfioctl.sim.caps`)."""
+        fn = self.fn
+        base = fn.caps
+        if base is None and fn.model is not None:
+            base = fn.model.layout if self.pcie else (fn.model.conventional or fn.model.layout)
+        return reconcile(base, Facts(
+            pcie=self.pcie, ext_config=self.ext_config, pm=fn.pm_reset,
+            ssvid=self.is_bridge and bool(fn.subsystem_vendor or fn.subsystem_device),
+            ari=fn.ari, sriov=fn.sriov is not None and not self.is_vf,
+            acs=fn.acs is not None, root_port=fn.kind == Kind.ROOT_PORT))
+
+    @property
+    def flr(self) -> bool:
+        """PCIe DevCap Function Level Reset Capable (``pcie_reset_flr`` probe)."""
+        return self.pcie and self.fn.flr and self.layout.has("express")
+
+    @property
+    def pm_reset(self) -> bool:
+        """A PM capability with No_Soft_Reset clear (``pci_pm_reset`` probe)."""
+        return self.fn.pm_reset and self.layout.has("pm")
 
     @property
     def sysfs_path(self) -> str:
@@ -105,8 +138,10 @@ class SimDevice:
             device=0xFFFF if self.is_vf else fn.device,
             class_code=fn.class_code, revision=fn.revision,
             subsystem_vendor=fn.subsystem_vendor, subsystem_device=fn.subsystem_device,
-            bridge=self.is_bridge, multifunction=self.multifunction and not self.is_vf,
-            pcie_type=self.pcie_type, ext_config=self.ext_config, flr=fn.flr,
+            bridge=self.is_bridge,
+            multifunction=self.header_multifunction and not self.is_vf,
+            pcie_type=self.pcie_type, ext_config=self.ext_config, layout=self.layout,
+            flr=fn.flr,
             pm=fn.pm_reset, acs_cap=fn.acs, acs_ctrl=self.acs_ctrl,
             sriov_total=sriov.total_vfs if sriov else 0, sriov_num=self.numvfs,
             sriov_offset=sriov.offset if sriov else 0,
@@ -116,7 +151,7 @@ class SimDevice:
             primary_bus=self.addr.bus, secondary_bus=self.secondary_bus,
             subordinate_bus=self.subordinate_bus, port_number=self.addr.slot,
             bar0=0 if (self.is_bridge or self.is_vf or fn.kind == Kind.HOST_BRIDGE)
-            else self.bar0, irq=irq, enabled=bound,
+            else self.bar0, irq=irq, enabled=bound, serial=self.serial,
         )
         return build_config(inputs)
 
@@ -124,6 +159,15 @@ class SimDevice:
     def bar0(self) -> int:
         """A plausible, unique 32-bit BAR0 (64 KiB per function, below 4 GiB)."""
         return 0xC0000000 + (self.index << 16)
+
+    @property
+    def serial(self) -> int:
+        """Device Serial Number: QEMU derives it from the MAC (52-54-00-ff-ff-12-34-56 for
+        52:54:00:12:34:56); otherwise a unique number per function."""
+        if self.fn.net:
+            mac = bytes(int(x, 16) for x in self.fn.net[0].mac.split(":"))
+            return int.from_bytes(mac[:3] + b"\xff\xff" + mac[3:], "big")
+        return 0x5349_4D00_0000_0000 | self.index
 
     @property
     def modalias(self) -> str:

@@ -167,10 +167,12 @@ class SimKernel:
             # pci_bus_add_devices(): all devices of a bus, then each bridge's bus in turn
             added: list[SimDevice] = []
             for fn in sorted(fns_on_bus, key=lambda f: f.addr):
-                mf = fn.multifunction if fn.multifunction is not None else \
+                header_mf = fn.multifunction if fn.multifunction is not None else \
                     slots[(fn.addr.domain, fn.addr.bus, fn.addr.slot)] > 1
-                dev = SimDevice(fn, parent, pcie=pcie_default(fn, parent), multifunction=mf,
-                                index=len(self.devices))
+                # pci_scan_slot(): every function > 0 is multifunction to the kernel
+                dev = SimDevice(fn, parent, pcie=pcie_default(fn, parent),
+                                multifunction=header_mf or fn.addr.function > 0,
+                                header_multifunction=header_mf, index=len(self.devices))
                 dev.sysdir = (f"{parent.sysdir}/{fn.name}" if parent is not None else
                               f"sys/devices/pci{fn.addr.domain:04x}:{fn.addr.bus:02x}/{fn.name}")
                 if parent is not None:
@@ -205,8 +207,11 @@ class SimKernel:
                                   "one is conventional PCI (pcie = false or behind a PCI bus)")
             if self.iommu_on and dev.fn.acs is not None:
                 dev.acs_ctrl = dev.fn.acs & BOOT_ACS_CTRL
-            dev.default_reset_methods = self._reset_methods(dev)
+        on_bus: set[tuple[int, int]] = set()
+        for dev in self.devices.values():          # pci_device_add() order
+            dev.default_reset_methods = self._reset_methods(dev, on_bus)
             dev.reset_methods = dev.default_reset_methods
+            on_bus.add((dev.addr.domain, dev.addr.bus))
         if self.groups is not None:
             for dev in self.devices.values():
                 self.groups.add(dev)
@@ -216,16 +221,28 @@ class SimKernel:
             yield child
             yield from self._subtree(child)
 
-    def _reset_methods(self, dev: SimDevice) -> tuple[str, ...]:
-        """``pci_init_reset_methods``: flr, pm, then bus (secondary bus reset of the parent
-        bridge, only for a non-bridge that is alone on a non-root bus)."""
+    def _reset_methods(self, dev: SimDevice, on_bus: set[tuple[int, int]]
+                       ) -> tuple[str, ...]:
+        """``pci_init_reset_methods()`` as ``pci_device_add()`` runs it, before the device
+        joins its bus's device list and before a bridge gets its subordinate bus
+        (drivers/pci/pci.c ``pci_reset_fn_methods`` order; ``device_specific``, ``acpi``,
+        ``af_flr`` and ``cxl_bus`` are not modelled):
+
+        - ``flr``: PCIe DevCap FLR bit (``pcie_reset_flr``);
+        - ``pm``: a PM capability with No_Soft_Reset clear (``pci_pm_reset``);
+        - ``bus``: ``pci_parent_bus_reset``: not on a root bus, the bus has a bridge
+          (VFs on a virtual bus do not), and no device was added to the bus before this
+          one (``on_bus``: buses that have one). So the first function of a slot gets it
+          and its later siblings do not, bridges included; hotplug slot reset is not
+          possible yet at that point (no hotplug driver has claimed the slot).
+        """
         methods = []
-        if dev.fn.flr and dev.pcie:
+        if dev.flr:
             methods.append("flr")
-        if dev.fn.pm_reset:
+        if dev.pm_reset:
             methods.append("pm")
-        if dev.upstream is not None and not dev.is_bridge and not dev.is_vf and \
-                len(dev.upstream.children) == 1:
+        if dev.upstream is not None and (dev.addr.domain, dev.addr.bus) not in on_bus and (
+                not dev.is_vf or dev.addr.bus == dev.upstream.secondary_bus):
             methods.append("bus")
         return tuple(methods)
 
@@ -477,15 +494,20 @@ class SimKernel:
             raise kerr(errno.EBUSY)
         pf.numvfs = num
         for i, addr in enumerate(addrs):
+            # VFs: FLR is mandatory (PCIe r6.0 sec 9.3.5.3.2); ARI as the PF; a measured
+            # model says the rest
             fn = Function(addr=addr, kind=Kind.ENDPOINT, vendor=pf.fn.vendor,
                           device=sriov.vf_device, class_code=pf.fn.class_code,
                           revision=pf.fn.revision, subsystem_vendor=pf.fn.subsystem_vendor,
                           subsystem_device=pf.fn.subsystem_device, pcie=pf.pcie,
-                          flr=True, numa_node=pf.fn.numa_node)
+                          flr=True, ari=pf.fn.ari, numa_node=pf.fn.numa_node,
+                          caps=pf.fn.model.vf_layout if pf.fn.model else None)
             vf = SimDevice(fn, pf.upstream, pcie=pf.pcie, multifunction=False,
                            index=len(self.devices), physfn=pf)
             vf.sysdir = pf.sysdir.rsplit("/", 1)[0] + "/" + vf.name
-            vf.default_reset_methods = vf.reset_methods = ("flr",)
+            # pci_iov_add_virtfn() -> pci_device_add(): the PF is already on the bus
+            vf.default_reset_methods = vf.reset_methods = self._reset_methods(
+                vf, {(a.domain, a.bus) for a in (pf.addr, *(v.addr for v in pf.vfs))})
             pf.vfs.append(vf)
             self.devices[vf.name] = vf
             if self.groups is not None:

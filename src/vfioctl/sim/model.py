@@ -20,6 +20,7 @@ from typing import Any
 
 from vfioctl.address import PciAddress
 from vfioctl.errors import ConfigError, UsageError
+from vfioctl.sim.caps import MODELS, DeviceModel, Layout, parse_caps
 
 # ACS capability/control bits, PCIe r6.0 sec 7.7.8 (include/uapi/linux/pci_regs.h PCI_ACS_*)
 ACS_SV = 0x01   # Source Validation
@@ -137,7 +138,10 @@ class Function:
     sriov: Sriov | None = None
     ari: bool = False
     flr: bool = False
-    pm_reset: bool = False
+    pm_reset: bool = False                 # has a PM capability with No_Soft_Reset = 0
+    model: DeviceModel | None = None       # measured capability layout (caps.MODELS)
+    caps: Layout | None = None             # explicit capability layout (``caps = [...]``)
+    config_size: int | None = None         # None: 4096 for PCIe and host bridges, else 256
     numa_node: int = -1
     boot_vga: bool = False
     secondary_bus: int | None = None       # bridges: None = taken from the children
@@ -305,17 +309,34 @@ def _known(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None
 
 _FN_KEYS = ("addr", "kind", "id", "subsystem", "class", "revision", "parent", "pcie", "acs",
             "multifunction", "sriov", "ari", "flr", "pm_reset", "numa_node", "boot_vga",
-            "secondary_bus", "net", "disk", "driver", "driver_override", "label")
+            "secondary_bus", "net", "disk", "driver", "driver_override", "label", "model",
+            "caps", "config_size")
 
 
 def parse_function(t: Mapping[str, Any], index: int) -> Function:
     where = f"device #{index + 1} ({t.get('addr', '?')})"
     _known(t, _FN_KEYS, where)
     addr = _addr(t.get("addr"), where, "addr")
+    model = None
+    if "model" in t:
+        model = MODELS.get(str(t["model"]))
+        if model is None:
+            raise _err(where, f"model {t['model']!r} unknown (use {', '.join(MODELS)})")
     try:
-        kind = Kind(t.get("kind", "endpoint"))
+        kind = Kind(t.get("kind", model.kind if model and model.kind else "endpoint"))
     except ValueError:
         raise _err(where, f"kind {t.get('kind')!r} unknown (use {', '.join(Kind)})") from None
+    if model is not None and model.kind is not None and kind != model.kind:
+        raise _err(where, f"model {model.name} is a {model.kind}, not a {kind}")
+    caps = None
+    if "caps" in t:
+        try:
+            caps = parse_caps(t["caps"], where)
+        except ValueError as err:
+            raise _err(where, str(err)) from None
+    config_size = t.get("config_size", model.config_size if model else None)
+    if config_size not in (None, 256, 4096):
+        raise _err(where, "config_size must be 256 or 4096")
     vendor, device = _id_pair(t.get("id"), where, "id")
     sub = t.get("subsystem")
     svendor, sdevice = _id_pair(sub, where, "subsystem") if sub is not None else (0, 0)
@@ -347,6 +368,10 @@ def parse_function(t: Mapping[str, Any], index: int) -> Function:
     acs = _acs(t.get("acs"), where)
     if acs is not None and pcie is False:
         raise _err(where, "acs needs pcie = true (ACS is a PCIe extended capability)")
+    ari = bool(t.get("ari", model.ari if model else False))
+    if config_size == 256 and (acs is not None or sriov is not None or ari):
+        raise _err(where, "acs, ari and sriov are extended capabilities: they need "
+                   "config_size = 4096")
     nets = tuple(_parse_net(n, where) for n in _listify(t.get("net", []), where, "net"))
     disks = tuple(_parse_disk(d, where, i)
                   for i, d in enumerate(_listify(t.get("disk", []), where, "disk")))
@@ -359,8 +384,10 @@ def parse_function(t: Mapping[str, Any], index: int) -> Function:
         revision=_hex(t.get("revision", 0), where, "revision", 8),
         subsystem_vendor=svendor, subsystem_device=sdevice, parent=parent, pcie=pcie,
         acs=acs, multifunction=t.get("multifunction"), sriov=sriov,
-        ari=bool(t.get("ari", False)), flr=bool(t.get("flr", False)),
-        pm_reset=bool(t.get("pm_reset", False)), numa_node=int(t.get("numa_node", -1)),
+        ari=ari, flr=bool(t.get("flr", model.flr if model else False)),
+        pm_reset=bool(t.get("pm_reset", model.pm_reset if model else False)),
+        model=model, caps=caps, config_size=config_size,
+        numa_node=int(t.get("numa_node", -1)),
         boot_vga=bool(t.get("boot_vga", False)),
         secondary_bus=(_hex(t["secondary_bus"], where, "secondary_bus", 8)
                        if "secondary_bus" in t else None),
