@@ -283,53 +283,106 @@ def open_device(host: Host, addr: PciAddress | str, *, token: VfToken | None = N
         PermissionDenied: not allowed to open the VFIO nodes.
         VfioIoctlError: any other refusal, with the kernel's errno.
     """
-    dev = get_device(host, addr)
-    if dev.driver != VFIO_DRIVER and not dev.is_vfio_variant:
-        raise NotDetached(f"{dev.name} is not bound to vfio-pci (driver: "
-                          f"{dev.driver or 'none'})",
-                          hint=f"detach it first: 'vfioctl detach {dev.name}'")
-    handle = None
-    if cdev and not extra_options:
-        handle = _open_cdev(host, dev, token)
-    if handle is None:
-        handle = _open_group_path(host, dev, token, extra_options)
-    try:
-        yield handle
-    finally:
-        handle.close()
+    dev = _vfio_device(host, addr)
+    handle = _open_cdev(host, dev, token) if cdev and not extra_options else None
+    if handle is not None:
+        try:
+            yield handle
+        finally:
+            handle.close()
+        return
+    with VfioSession(host) as session:
+        yield session.open_device(dev.addr, token=token, extra_options=extra_options)
 
 
-def _open_group_path(host: Host, dev: PciDevice, token: VfToken | None,
-                     extra_options: Sequence[str]) -> DeviceHandle:
-    number = dev.iommu_group
-    if number is None:
-        raise NotDetached(f"{dev.name} has no IOMMU group: VFIO cannot use it",
-                          hint="enable the IOMMU (see 'vfioctl doctor')")
-    with contextlib.ExitStack() as undo:
-        # Step 1: container, then group; a group that is not viable is refused before
-        # SET_CONTAINER so the error names the members at fault.
-        container = VfioContainer(host)
-        undo.callback(_quiet_close, host, container.fd)
-        group = VfioGroup(host, number, for_device=dev.addr)
-        undo.callback(_quiet_close, host, group.fd)
-        if not group.viable:
-            raise _not_viable(host, number)
-        group.set_container(container)
-        iommu = uapi.VFIO_TYPE1v2_IOMMU if container.check_extension(
-            uapi.VFIO_TYPE1v2_IOMMU) else uapi.VFIO_TYPE1_IOMMU
-        container.set_iommu(iommu)
-        # Step 2: the device, with the token in the option string.
+class VfioSession:
+    """One container and the groups opened into it, for several devices at once.
+
+    A process can open each ``/dev/vfio/N`` only once (EBUSY), so devices of one group
+    (or a PF and a VF opened together) share the session's group fds. Closing the session
+    closes every device, group and the container.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._container: VfioContainer | None = None
+        self._groups: dict[int, VfioGroup] = {}
+        self._handles: list[DeviceHandle] = []
+
+    def __enter__(self) -> VfioSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def group(self, number: int, *, for_device: PciAddress | None = None) -> VfioGroup:
+        """The group, opened, checked viable and attached to the container."""
+        found = self._groups.get(number)
+        if found is not None:
+            return found
+        if self._container is None:
+            self._container = VfioContainer(self.host)
+        container = self._container
+        group = VfioGroup(self.host, number, for_device=for_device)
+        try:
+            # A group that is not viable is refused before SET_CONTAINER, so the error
+            # names the members at fault.
+            if not group.viable:
+                raise _not_viable(self.host, number)
+            group.set_container(container)
+            if not self._groups:
+                iommu = uapi.VFIO_TYPE1v2_IOMMU if container.check_extension(
+                    uapi.VFIO_TYPE1v2_IOMMU) else uapi.VFIO_TYPE1_IOMMU
+                container.set_iommu(iommu)
+        except BaseException:
+            _quiet_close(self.host, group.fd)
+            raise
+        self._groups[number] = group
+        return group
+
+    def open_device(self, addr: PciAddress | str, *, token: VfToken | None = None,
+                    extra_options: Sequence[str] = ()) -> DeviceHandle:
+        """``GROUP_GET_DEVICE_FD`` + ``DEVICE_GET_INFO``; raises as :func:`open_device`."""
+        dev = _vfio_device(self.host, addr)
+        number = dev.iommu_group
+        if number is None:
+            raise NotDetached(f"{dev.name} has no IOMMU group: VFIO cannot use it",
+                              hint="enable the IOMMU (see 'vfioctl doctor')")
+        group = self.group(number, for_device=dev.addr)
         log.debug("opening %s through group %d%s", dev.name, number,
                   " with a VF token" if token is not None else "")
         try:
             fd = group.get_device_fd(device_name(dev.addr, token, extra_options))
         except OSError as err:
             raise device_open_error(dev, err, token_given=token is not None) from err
-        undo.callback(_quiet_close, host, fd)
-        info = _device_info(host, fd, dev.addr)
-        fds = [container.fd, group.fd, fd]
-        undo.pop_all()
-    return DeviceHandle(host, dev.addr, fd, info, PATH_GROUP, fds)
+        try:
+            info = _device_info(self.host, fd, dev.addr)
+        except BaseException:
+            _quiet_close(self.host, fd)
+            raise
+        handle = DeviceHandle(self.host, dev.addr, fd, info, PATH_GROUP, [fd])
+        self._handles.append(handle)
+        return handle
+
+    def close(self) -> None:
+        for handle in reversed(self._handles):
+            handle.close()
+        self._handles.clear()
+        for group in reversed(list(self._groups.values())):
+            _quiet_close(self.host, group.fd)
+        self._groups.clear()
+        if self._container is not None:
+            _quiet_close(self.host, self._container.fd)
+            self._container = None
+
+
+def _vfio_device(host: Host, addr: PciAddress | str) -> PciDevice:
+    dev = get_device(host, addr)
+    if dev.driver != VFIO_DRIVER and not dev.is_vfio_variant:
+        raise NotDetached(f"{dev.name} is not bound to vfio-pci (driver: "
+                          f"{dev.driver or 'none'})",
+                          hint=f"detach it first: 'vfioctl detach {dev.name}'")
+    return dev
 
 
 def _open_cdev(host: Host, dev: PciDevice, token: VfToken | None) -> DeviceHandle | None:
