@@ -145,7 +145,9 @@ def describe_start(host: Host, plan: StartPlan) -> list[str]:
                     if member.addr in call.addrs:
                         continue
                     drv = member.driver or "no driver"
-                    if member.driver in ("pcieport", "pci-stub") or is_bridge(member):
+                    if is_bridge(member):
+                        what = f"left alone (a bridge, on {drv})"
+                    elif member.driver in ("pcieport", "pci-stub"):
                         what = f"left alone on {drv}"
                     elif member.driver == VFIO_DRIVER:
                         what = "already on vfio-pci"
