@@ -264,6 +264,8 @@ def check_layout(layout: Layout, *, root_port: bool = False) -> None:
                 if e.at < t and s < end:
                     raise ValueError(f"caps: {e.name} at {e.at:#x} overlaps {n} at {s:#x}")
             spans.append((e.at, end, e.name))
+    if layout.ext and layout.ext[0].at != 0x100:
+        raise ValueError("caps: the first extended capability must be at 0x100")
     for name in (*FACT_CAPS, "pm", "ssvid", "msi", "msix"):
         if sum(e.name == name for e in (*layout.std, *layout.ext)) > 1:
             raise ValueError(f"caps: {name} given twice")
@@ -318,6 +320,11 @@ def reconcile(base: Layout | None, facts: Facts) -> Layout:
         return Layout(tuple(std.entries), ())
     want = {"ari": facts.ari, "sriov": facts.sriov, "acs": facts.acs}
     ext = _Packer([e for e in base.ext if want.get(e.name, True)])
+    if ext.entries and ext.entries[0].at != 0x100:
+        # the chain must start at 0x100 (PCIe r6.0 sec 7.6.3): repack what is left
+        kept, ext.entries = ext.entries, []
+        for e in kept:
+            ext.append(e.name, 0x100, 0x20, rp, **dict(e.params))
     for name in ("ari", "sriov", "acs"):
         if want[name] and not any(e.name == name for e in ext.entries):
             ext.append(name, 0x100, 0x20, rp)

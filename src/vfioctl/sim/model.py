@@ -369,6 +369,11 @@ def parse_function(t: Mapping[str, Any], index: int) -> Function:
     if acs is not None and pcie is False:
         raise _err(where, "acs needs pcie = true (ACS is a PCIe extended capability)")
     ari = bool(t.get("ari", model.ari if model else False))
+    if caps is not None:
+        for name, present in (("acs", acs is not None), ("ari", ari),
+                              ("sriov", sriov is not None)):
+            if caps.has(name) and not present:
+                raise _err(where, f"caps lists {name} but the device has no {name} = ...")
     if config_size == 256 and (acs is not None or sriov is not None or ari):
         raise _err(where, "acs, ari and sriov are extended capabilities: they need "
                    "config_size = 4096")
