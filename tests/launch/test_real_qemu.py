@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,33 @@ def test_multifunction_slot_is_hot_added_function_zero_last(
     assert [a["addr"] for a in sent if a] == ["0x6.0x1", "0x6"]
     assert _pci_devices(launch.qmp_socket) == {"hostdev1": (0, 6, 1), "hostdev0": (0, 6, 0)}
     release(host, "mf", stop=True)
+
+
+def test_q35_token_device_hot_added_behind_root_port(host: SimHost, tmp_path: Path,
+                                                    launched: list[Launch]) -> None:
+    xml = tmp_path / "q35.xml"
+    xml.write_text((DATA / "dryrun" / "q35-root-port.xml").read_text()
+                   .replace("type='kvm'", "type='qemu'"))
+    launch = start(host, load_domain(xml), caps_for_version("8.1"), binary=QEMU,
+                   standin=standin_device("pci-testdev"))
+    launched.append(launch)
+    # the root port from <controller>, the token device behind it (bus 1), the plain
+    # device on pcie.0. query-pci lists a device behind a port once the port's bus
+    # number is programmed, which the firmware does after cont: poll briefly.
+    want = {"ua-rp1": (0, 2, 0), "hostdev0": (1, 0, 0), "hostdev1": (0, 3, 0)}
+    found: dict[str, tuple[int, int, int]] = {}
+    deadline = time.monotonic() + 20
+    while found != want and time.monotonic() < deadline:
+        found = {}
+        for bus in _query(launch.qmp_socket, "query-pci"):
+            for dev in bus["devices"]:
+                below = (dev.get("pci_bridge") or {}).get("devices") or []
+                for d in [dev, *below]:
+                    if d.get("qdev_id"):
+                        found[d["qdev_id"]] = (d["bus"], d["slot"], d["function"])
+        time.sleep(0.2)
+    assert found == want
+    release(host, "q35vm", stop=True)
 
 
 def _token_as_id(dev: QemuDevice) -> Props:
