@@ -14,7 +14,7 @@ import click
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import print_json
 from vfioctl.errors import HostError, UsageError
-from vfioctl.vfio.secret import VfToken
+from vfioctl.vfio.secret import REDACTED, VfToken
 
 _ARGV_WARNING = ("vfioctl: warning: a VF token given with --uuid is on the command line: "
                  "shell history and 'ps' can show it; prefer --uuid-file FILE or "
@@ -107,7 +107,7 @@ def token_show_cmd(ctx: Context, pf: str, reveal: bool, as_json: bool) -> None:
         click.echo(st.token.reveal())
         return
     state = f"STALE: {status.stale}" if status.stale else "current"
-    click.echo(f"PF {status.pf}: VF token {st.token} (set {st.set_at}; {state})")
+    click.echo(f"PF {status.pf}: VF token {REDACTED} (set {st.set_at}; {state})")
     click.echo(f"file: {status.file}; --reveal prints it")
 
 

@@ -43,7 +43,7 @@ from vfioctl.host.base import DEV_VFIO, Host
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.pci.iommu import IommuGroup
 from vfioctl.vfio import uapi_cdev
-from vfioctl.vfio.secret import VfToken
+from vfioctl.vfio.secret import REDACTED, VfToken
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class DeviceHandle:
                 raise not_an_sriov_pf(self.addr) from err
             raise VfioIoctlError(f"VFIO_DEVICE_FEATURE SET PCI_VF_TOKEN on {self.addr} "
                                  "failed", errno=err.errno) from err
-        log.debug("set the VF token of %s (%s)", self.addr, token)
+        log.debug("set the VF token of %s (value %s)", self.addr, REDACTED)
 
     def close(self) -> None:
         for fd in reversed(self._fds):

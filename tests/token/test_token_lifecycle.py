@@ -8,8 +8,8 @@ import stat
 import uuid
 
 import pytest
+from tokentest import Q35_PF, Q35_PLAIN, Q35_VF, Q35_VF2
 
-from conftest import Q35_PF, Q35_PLAIN, Q35_VF, Q35_VF2
 from vfioctl.errors import PermissionDenied, ReadOnlyHost, UsageError
 from vfioctl.manager import HostdevManager
 from vfioctl.pci.sriov import change_numvfs

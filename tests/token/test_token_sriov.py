@@ -6,8 +6,8 @@ from __future__ import annotations
 import errno
 
 import pytest
+from tokentest import Q35_PF, Q35_VF, SRV_PF
 
-from conftest import Q35_PF, Q35_VF, SRV_PF
 from vfioctl.errors import Busy, DeviceInUse, OperationInvalid, UsageError, VfsEnabled
 from vfioctl.manager import HostdevManager
 from vfioctl.pci.sriov import ENABLE_SRIOV, EnableSriovRequired, change_numvfs, get_sriov

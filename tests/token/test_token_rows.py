@@ -9,8 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tokentest import Q35_PF, Q35_PLAIN, Q35_VF, SRV_PF, userspace_pf
 
-from conftest import Q35_PF, Q35_PLAIN, Q35_VF, SRV_PF, userspace_pf
 from vfioctl.manager import HostdevManager
 from vfioctl.pci.sriov import change_numvfs
 from vfioctl.sim.host import SimHost

@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tokentest import Q35_PF, Q35_VF
 
-from conftest import Q35_PF, Q35_VF
 from vfioctl.host import uapi
 from vfioctl.sim.host import SimHost
 from vfioctl.vfio import uapi_cdev
