@@ -155,6 +155,14 @@ def test_vfio_pf_numvfs_enoent_until_enable_sriov(q35: SimHost) -> None:
     for vf in ("0000:01:00.1", "0000:01:00.2"):
         assert q35.read_text(DEV / vf / "driver_override") == "vfio-pci\n"
         assert driver(q35, vf) == "vfio-pci"
+    # vfio-pci's sriov_configure refuses every request while enable_sriov is N,
+    # disabling included (drivers/vfio/pci/vfio_pci.c); an unchanged count is a no-op
+    q35.write(DEV.parent.parent.parent.parent / param, "N")
+    assert oserrno(lambda: q35.write(DEV / PF / "sriov_numvfs", "0")) == errno.ENOENT
+    q35.write(DEV / PF / "sriov_numvfs", "2")
+    q35.write(DEV.parent.parent.parent.parent / param, "Y")
+    q35.write(DEV / PF / "sriov_numvfs", "0")
+    assert not q35.exists(DEV / "0000:01:00.1")
 
 
 def test_vfs_of_vfio_pf_bind_even_without_autoprobe(q35: SimHost) -> None:

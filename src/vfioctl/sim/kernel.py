@@ -466,12 +466,17 @@ class SimKernel:
         drv = self.drivers.get(dev.driver) if dev.driver else None
         if drv is None or not drv.sriov:
             raise kerr(errno.ENOENT)
+        # vfio-pci's sriov_configure (drivers/vfio/pci/vfio_pci.c) answers ENOENT while
+        # enable_sriov is N for every request, disabling VFs included.
+        refuses = drv.name == VFIO_PCI and not self.enable_sriov
         if num == 0:
+            if refuses:
+                raise kerr(errno.ENOENT)
             self._disable_vfs(dev)
             return
         if dev.numvfs:
             raise kerr(errno.EBUSY)
-        if drv.name == VFIO_PCI and not self.enable_sriov:
+        if refuses:
             raise kerr(errno.ENOENT)
         self.enable_vfs(dev, num)
 
