@@ -44,6 +44,7 @@ from vfioctl.pci.driver import ANY_DRIVER, HOLDING_DRIVERS, ensure_driver, is_br
 from vfioctl.pci.iommu import IommuGroup, iommu_status
 from vfioctl.pci.usage import find_host_uses
 from vfioctl.state import DeviceRecord, Journal, StateStore, StateWriter, Step, now
+from vfioctl.vfio.token import forget_token
 
 # Drivers a group member may keep when the group is detached (seed 004): pcieport drives
 # the port itself and never DMAs for the device, pci-stub already keeps the host off it.
@@ -638,6 +639,11 @@ class HostdevManager:
         if not forward_at_start:
             w.set_forward(jid)
         w.finish(jid, "done", apply_changes=True)
+        # A PF that changed driver has a new kernel VF token (vfio-pci makes a random one
+        # at bind) or none: a stored copy is stale from now on.
+        for move in plan.moves:
+            if move.from_driver != move.to_driver:
+                forget_token(self.host, move.dev.addr)
         # Report what the kernel chose where it chose.
         for i, action in enumerate(plan.actions):
             if action.kind == "reprobed":
