@@ -405,7 +405,8 @@ class HostdevManager:
         current = dev.driver
         if is_bridge(dev):
             raise OperationInvalid(
-                f"{dev.name} is a PCI bridge or PCIe port ({_drv(current)}): "
+                f"{dev.name} is a PCI bridge or PCIe port "
+                f"({'driver ' + current if current else 'no driver'}): "
                 f"bridges cannot be detached",
                 hint="detach the devices below it; pcieport keeps a group usable for VFIO",
             )

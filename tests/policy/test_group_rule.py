@@ -76,7 +76,7 @@ CASES = [
         "GroupNotViable: cannot detach 0000:03:00.1 alone: IOMMU group 2 also holds "
         "0000:03:00.0 (ixgbe)")),
     Case("root-port", ("0000:00:01.0",), group=True, error=(
-        "OperationInvalid: 0000:00:01.0 is a PCI bridge or PCIe port (pcieport): "
+        "OperationInvalid: 0000:00:01.0 is a PCI bridge or PCIe port (driver pcieport): "
         "bridges cannot be detached")),
     Case("pf-with-vfs", ("0000:04:00.0",),
          setup=(("sys/bus/pci/devices/0000:04:00.0/sriov_numvfs", "2"),), error=(
