@@ -122,10 +122,10 @@ def qemu_caps_cmd(binary: str, as_json: bool, no_cache: bool) -> None:
     if as_json:
         _echo_json(caps.to_json(note=f"recorded with 'vfioctl qemu-caps {binary} --json'"))
         return
-    token = "yes" if caps.has("vf-token") else (
+    support = "yes" if caps.has("vf-token") else (
         f"no (needs QEMU >= {VF_TOKEN_MIN[0]}.{VF_TOKEN_MIN[1]})")
     click.echo(f"binary:    {binary}")
     click.echo(f"version:   {caps.version_str}")
     click.echo(f"vfio-pci:  {'yes' if caps.has('host') else 'no'}")
-    click.echo(f"vf-token:  {token}")
+    click.echo(f"vf-token:  {support}")  # whether QEMU has the property, no secret
     click.echo(f"properties: {', '.join(sorted(caps.vfio_pci_props))}")
