@@ -27,6 +27,11 @@ callers branch on the class and the structured fields, never on message text.
      │    └── VfioIoctlError
      └── InternalError (70)                 a vfioctl invariant broke: a bug
 
+A few subclasses live beside the code that raises them and derive from the classes above
+(so exit codes hold): ``vfio.token.TokenNotFound`` (4), ``TokenStale`` (5),
+``vfio.device.VfTokenRejected`` (6), ``TokenNotAccepted`` (5),
+``pci.sriov.EnableSriovRequired`` (5), ``launch.qmp.QemuError`` and its subclasses (1).
+
 This module imports nothing from vfioctl, so every layer may import it.
 """
 
