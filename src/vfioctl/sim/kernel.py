@@ -46,7 +46,8 @@ EACCES (kernfs); a missing path gives ENOENT.
 ``sys/module/vfio_pci/parameters/enable_sriov``  ``Y``/``N``; write kstrtobool else EINVAL.
     Present only while vfio-pci is loaded (``Host.load_module("vfio-pci")``).
 ``sys/class/iommu/dmar0|ivhd0``, ``sys/class/net/IF``, ``sys/block/DISK`` -> device subtree.
-``proc/cmdline``, ``proc/mounts``, ``proc/net/route``, ``proc/sys/kernel/osrelease``.
+``proc/cmdline``, ``proc/mounts``, ``proc/net/route``, ``proc/sys/kernel/osrelease``,
+``lib/modules/RELEASE/modules.dep`` and ``modules.builtin`` (what modprobe could load).
 ``dev/vfio/vfio`` (vfio loaded) and ``dev/vfio/N`` (group N has a vfio-pci member):
     see :mod:`vfioctl.sim.vfio` for the ioctls and their errnos.
 """

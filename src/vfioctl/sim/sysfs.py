@@ -115,6 +115,16 @@ def build_tree(k: SimKernel) -> Tree:
                           "disable_denylist"):
                 p.children[param] = text("N\n")
 
+    # What modprobe could load: lib/modules/RELEASE/modules.dep (one line per module
+    # file, as depmod writes it) and modules.builtin for drivers built into the kernel.
+    mods = root.mkdir("lib/modules", k.spec.kernel_release)
+    dep = sorted({d.module for d in k.drivers.values() if d.module})
+    builtin = sorted({d.name for d in k.drivers.values() if not d.module})
+    mods.children["modules.dep"] = text("".join(
+        f"kernel/drivers/{m.replace('_', '-')}.ko:\n" for m in dep))
+    mods.children["modules.builtin"] = text("".join(
+        f"kernel/drivers/{n.replace('_', '-')}.ko\n" for n in builtin))
+
     proc = root.mkdir("proc")
     proc.children["cmdline"] = text(k.spec.cmdline + "\n")
     proc.mkdir("sys/kernel").children["osrelease"] = text(k.spec.kernel_release + "\n")

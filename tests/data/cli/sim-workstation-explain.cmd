@@ -1,0 +1,1 @@
+--host sim:workstation explain 0000:01:00.1
