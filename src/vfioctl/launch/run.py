@@ -350,13 +350,27 @@ def read_record(host: Host, name: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _threads_left(pid: int) -> bool:
+    """Whether a thread other than the leader ``pid`` is still in its thread group."""
+    try:
+        return any(tid != str(pid) for tid in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return False
+
+
 def _alive(record: dict[str, Any]) -> int | None:
-    """The pid of the record's QEMU if that very process still runs, else None."""
+    """The pid of the record's QEMU if that very process still runs, else None.
+
+    A zombie leader is not enough: when QEMU exits, its main thread becomes a zombie
+    while its other threads are still exiting, and they hold the shared file table —
+    the VFIO container, group and device fds — until the last one is gone (measured on
+    the vmtest guest: ``release --stop`` then met an open group, EBUSY).
+    """
     pid = record.get("pid")
     if not isinstance(pid, int):
         return None
     st = _proc_starttime(pid)
-    if st is None or st[0] in ("Z", "X"):
+    if st is None or (st[0] in ("Z", "X") and not _threads_left(pid)):
         return None
     if record.get("starttime") is not None and st[1] != record["starttime"]:
         return None  # the pid was reused
