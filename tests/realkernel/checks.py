@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .guest_kernel import Function, GuestKernel
+from .topology import BOOT_DRIVER
 from .vfioctl_cli import VfioctlCli
 
 # KERNEL.md "Group viability": drivers that do not claim DMA ownership.
@@ -101,3 +102,28 @@ def assert_snapshot_reads_like_live(vfioctl: VfioctlCli, snap: Path) -> None:
 def lspci(*args: str) -> str:
     return subprocess.run(["lspci", *args], capture_output=True, text=True,
                           check=True).stdout
+
+
+DriverState = dict[str, tuple[str | None, str | None]]
+
+
+def driver_state(kernel: GuestKernel, *addrs: str) -> DriverState:
+    """(driver, driver_override) of each function, from raw sysfs."""
+    return {a: (kernel.driver(a), kernel.function(a).driver_override) for a in addrs}
+
+
+def boot_state(*addrs: str) -> DriverState:
+    """What :func:`driver_state` reads right after boot: boot driver, no override."""
+    return {a: (BOOT_DRIVER[a], None) for a in addrs}
+
+
+def restore_boot_drivers(kernel: GuestKernel, addrs: tuple[str, ...]) -> None:
+    """The raw recipe (no vfioctl) that puts every function in ``addrs`` back on its
+    boot driver: clear the override, unbind, reprobe. Used after a failed scenario."""
+    for addr in addrs:
+        if kernel.driver(addr) == BOOT_DRIVER[addr] and \
+                kernel.function(addr).driver_override is None:
+            continue
+        kernel.clear_override(addr)
+        kernel.unbind(addr)
+        kernel.probe(addr)

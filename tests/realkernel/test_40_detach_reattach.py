@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import topology
+from .checks import boot_state, driver_state, restore_boot_drivers
 from .differential import Differential
 from .guest_kernel import DEV_VFIO, PCI_DEVICES, GuestKernel
 from .vfioctl_cli import CliResult, VfioctlCli
@@ -56,7 +57,7 @@ DN2, SW_E1000E = topology.DOWNSTREAM_DN2, topology.SWITCH_E1000E
 MF_NET, MF_RNG = topology.MF_NET, topology.MF_RNG
 PF = topology.NVME_PF
 ROOT_PORT = "0000:00:13.0"
-BOOT = {s.address: s.driver for s in topology.BOOT}
+BOOT = topology.BOOT_DRIVER
 # Every function a scenario may move; the 9p devices are never touched.
 WATCHED = tuple(a for a in BOOT if a not in topology.NEVER_TOUCH)
 
@@ -147,21 +148,11 @@ def _back_to_boot(pair: Pair) -> None:
     for dev in VfioctlCli("linux").json("status")["devices"]:
         pair("reattach", "--group", dev["address"])
     kernel = pair.kernel
-    for addr in WATCHED:
-        if kernel.driver(addr) == BOOT[addr] and kernel.function(addr).driver_override is None:
-            continue
-        kernel.clear_override(addr)
-        kernel.unbind(addr)
-        kernel.probe(addr)
+    restore_boot_drivers(kernel, WATCHED)
 
 
-def state(kernel: GuestKernel, *addrs: str) -> dict[str, tuple[str | None, str | None]]:
-    """(driver, driver_override) of each function, from raw sysfs."""
-    return {a: (kernel.driver(a), kernel.function(a).driver_override) for a in addrs}
-
-
-def at_boot(*addrs: str) -> dict[str, tuple[str | None, str | None]]:
-    return {a: (BOOT[a], None) for a in addrs}
+state = driver_state
+at_boot = boot_state
 
 
 def on(driver: str, *addrs: str) -> dict[str, tuple[str | None, str | None]]:

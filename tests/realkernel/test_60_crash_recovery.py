@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 E1000E = topology.PLAIN_E1000E
 BRIDGE, BR_E1000, BR_RNG = topology.BRIDGE, topology.BRIDGE_E1000, topology.BRIDGE_RNG
-BOOT = {s.address: s.driver for s in topology.BOOT}
+BOOT = topology.BOOT_DRIVER
 WRITES_PER_DEVICE = 3  # driver_override, unbind, drivers_probe / bind (docs/manager.md)
 CRASH_AT = "VFIOCTL_TEST_CRASH_AT_WRITE"
 CRASH_AFTER = "VFIOCTL_TEST_CRASH_AFTER"

@@ -55,6 +55,7 @@ from typing import Any
 import pytest
 
 from . import topology
+from .checks import boot_state, driver_state, restore_boot_drivers
 from .guest_kernel import DEV_VFIO, PCI_DEVICES, GuestKernel
 from .vfioctl_cli import CliResult, VfioctlCli
 
@@ -63,7 +64,7 @@ NAME = "vm70"
 NAME_B = "vm70b"  # the domain of 04:01.0, whose group is not viable alone
 E1000E = topology.PLAIN_E1000E
 BR_E1000, BR_RNG, BRIDGE = topology.BRIDGE_E1000, topology.BRIDGE_RNG, topology.BRIDGE
-BOOT = {s.address: s.driver for s in topology.BOOT}
+BOOT = topology.BOOT_DRIVER
 WATCHED = (E1000E, BRIDGE, BR_E1000, BR_RNG)
 GUEST_SLOT = 5  # the hostdev's guest address: 0000:00:05.0 on pcie.0
 
@@ -138,22 +139,12 @@ def _back_to_boot(env: Env, kernel: GuestKernel) -> None:
     --stop), then the raw recipe for anything still off its boot driver."""
     for name in (NAME, NAME_B):
         env("release", name, "--stop")
-    for addr in WATCHED:
-        if kernel.driver(addr) == BOOT[addr] and kernel.function(addr).driver_override is None:
-            continue
-        kernel.clear_override(addr)
-        kernel.unbind(addr)
-        kernel.probe(addr)
+    restore_boot_drivers(kernel, WATCHED)
 
 
 # -- reading the kernel and QEMU ---------------------------------------------------------------
-def state(kernel: GuestKernel, *addrs: str) -> dict[str, tuple[str | None, str | None]]:
-    """(driver, driver_override) of each function, from raw sysfs."""
-    return {a: (kernel.driver(a), kernel.function(a).driver_override) for a in addrs}
-
-
-def at_boot(*addrs: str) -> dict[str, tuple[str | None, str | None]]:
-    return {a: (BOOT[a], None) for a in addrs}
+state = driver_state
+at_boot = boot_state
 
 
 def held(env: Env) -> dict[str, dict[str, Any]]:

@@ -95,3 +95,7 @@ NEVER_TOUCH = frozenset({"0000:00:01.0", "0000:00:02.0"})
 
 def by_address() -> dict[str, Slot]:
     return {slot.address: slot for slot in BOOT}
+
+
+BOOT_DRIVER: dict[str, str | None] = {s.address: s.driver for s in BOOT}
+"""Address -> the driver the guest's coldplug binds (None: driverless)."""
