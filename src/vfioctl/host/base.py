@@ -25,6 +25,7 @@ Contract for implementations:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,21 @@ PCI_DRIVERS = PurePosixPath("sys/bus/pci/drivers")
 PCI_BUS = PurePosixPath("sys/bus/pci")
 IOMMU_GROUPS = PurePosixPath("sys/kernel/iommu_groups")
 DEV_VFIO = PurePosixPath("dev/vfio")
+
+
+@dataclass(frozen=True)
+class IfAddress:
+    """One address the kernel has on a network interface (netlink ``RTM_GETADDR``).
+
+    ``family`` is ``socket.AF_INET`` or ``socket.AF_INET6``; ``scope`` is the kernel's
+    ``ifa_scope`` (0 universe/global, 200 site, 253 link, 254 host).
+    """
+
+    ifname: str
+    family: int
+    address: str
+    prefixlen: int
+    scope: int = 0
 
 
 @runtime_checkable
@@ -97,6 +113,12 @@ class Host(Protocol):
         ...
 
     def close(self, fd: int) -> None:
+        ...
+
+    # -- network ----------------------------------------------------------------------
+    def ip_addresses(self) -> list[IfAddress]:
+        """Every IPv4/IPv6 address on every interface, as the kernel reports it over
+        netlink (a snapshot or simulator: what it captured or models; [] if nothing)."""
         ...
 
     # -- modules ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from vfioctl.errors import ReadOnlyHost
-from vfioctl.host.base import SysPath
+from vfioctl.host.base import IfAddress, SysPath
 
 #: Test-only fault injection (see the module docstring); never set in production.
 CRASH_AT_WRITE_ENV = "VFIOCTL_TEST_CRASH_AT_WRITE"
@@ -155,6 +155,9 @@ class LinuxHost:
 
     def close(self, fd: int) -> None:
         os.close(fd)
+
+    def ip_addresses(self) -> list[IfAddress]:
+        return []  # replaced by the netlink reader (issue 17, item 6)
 
     def load_module(self, name: str) -> None:
         self._check_writable(f"load module {name}")

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from vfioctl.errors import ReadOnlyHost
 from vfioctl.host import uapi
-from vfioctl.host.base import SysPath
+from vfioctl.host.base import IfAddress, SysPath
 from vfioctl.sim.faults import FaultPlan, SimCrash, fault_oserror
 from vfioctl.sim.kernel import SimKernel
 from vfioctl.sim.loader import (
@@ -235,6 +235,9 @@ class SimHost:
 
     def close(self, fd: int) -> None:
         self._mutate(lambda: self._kernel.vfio.close(fd))
+
+    def ip_addresses(self) -> list[IfAddress]:
+        return []  # replaced by the modelled addresses (issue 17, item 6)
 
     def load_module(self, name: str) -> None:
         self._check_writable(f"load module {name}")
