@@ -43,7 +43,16 @@ from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.pci.driver import ANY_DRIVER, HOLDING_DRIVERS, ensure_driver, is_bridge, move_to
 from vfioctl.pci.iommu import IommuGroup, iommu_status
 from vfioctl.pci.usage import find_host_uses
-from vfioctl.state import DeviceRecord, Journal, StateStore, StateWriter, Step, now
+from vfioctl.state import (
+    DeviceRecord,
+    Journal,
+    JournalState,
+    Phase,
+    StateStore,
+    StateWriter,
+    Step,
+    now,
+)
 from vfioctl.vfio.token import forget_token
 
 # Drivers a group member may keep when the group is detached (seed 004): pcieport drives
@@ -623,14 +632,14 @@ class HostdevManager:
         done: list[_Move] = []
         try:
             for seq, move in enumerate(plan.moves):
-                w.set_phase(jid, seq, "moving")
+                w.set_phase(jid, seq, Phase.MOVING)
                 done.append(move)
                 move_to(move.dev, move.to_driver, move.to_override)
-                w.set_phase(jid, seq, "moved")
+                w.set_phase(jid, seq, Phase.MOVED)
         except Exception as err:
             failed = self._undo(done)
             if failed is None:
-                w.finish(jid, "rolled-back", apply_changes=False)
+                w.finish(jid, JournalState.ROLLED_BACK, apply_changes=False)
             elif isinstance(err, VfioctlError):
                 # The journal stays running: the next vfioctl command retries the undo.
                 err.hint = (f"undoing it failed too ({failed}); the next vfioctl command "
@@ -639,7 +648,7 @@ class HostdevManager:
         # Step 4: past the point of no return; record the outcome with the journal's end.
         if not forward_at_start:
             w.set_forward(jid)
-        w.finish(jid, "done", apply_changes=True)
+        w.finish(jid, JournalState.DONE, apply_changes=True)
         # A PF that changed driver has a new kernel VF token (vfio-pci makes a random one
         # at bind) or none: a stored copy is stale from now on.
         for move in plan.moves:
@@ -712,7 +721,7 @@ class HostdevManager:
         ups = [r for r in journal.upserts if r.addr in arrived]
         dels = [a for a in journal.deletes if a in arrived]
         w.put_records(ups, dels)
-        w.finish(journal.id, "rolled-forward" if forward else "rolled-back",
+        w.finish(journal.id, JournalState.ROLLED_FORWARD if forward else JournalState.ROLLED_BACK,
                  apply_changes=False)
         return sorted(results, key=lambda r: r.addr)
 

@@ -44,7 +44,7 @@ from vfioctl.vfio.device import (
     VfTokenRejected,
     open_device,
 )
-from vfioctl.vfio.secret import VfToken
+from vfioctl.secret import VfToken
 
 TOK = VfToken(uuid.UUID("11111111-2222-3333-4444-555555555555"))
 WRONG = VfToken(uuid.UUID("99999999-8888-7777-6666-555555555555"))

@@ -21,7 +21,7 @@ from vfioctl.host import uapi
 from vfioctl.sim.host import SimHost
 from vfioctl.vfio import uapi_cdev
 from vfioctl.vfio.device import PATH_CDEV, PATH_GROUP, VfTokenRejected, open_device
-from vfioctl.vfio.secret import VfToken
+from vfioctl.secret import VfToken
 from vfioctl.vfio.token import open_vf, set_token
 
 NODE_FD = 9000

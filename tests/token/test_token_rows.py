@@ -15,7 +15,7 @@ from vfioctl.manager import HostdevManager
 from vfioctl.pci.sriov import change_numvfs
 from vfioctl.sim.host import SimHost
 from vfioctl.vfio.device import TokenNotAccepted, open_device
-from vfioctl.vfio.secret import VfToken
+from vfioctl.secret import VfToken
 
 
 def _scenario() -> ModuleType:

@@ -14,7 +14,7 @@ import click
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import print_json
 from vfioctl.errors import HostError, UsageError
-from vfioctl.vfio.secret import REDACTED, VfToken
+from vfioctl.secret import REDACTED, VfToken
 
 _ARGV_WARNING = ("vfioctl: warning: a VF token given with --uuid is on the command line: "
                  "shell history and 'ps' can show it; prefer --uuid-file FILE or "

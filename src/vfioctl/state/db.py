@@ -43,6 +43,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,7 +54,7 @@ DB_NAME: Final = "vfioctl.db"
 LOCK_NAME: Final = "vfioctl.lock"
 DEFAULT_LOCK_TIMEOUT: Final = 10.0
 _POLL_SECONDS = 0.02
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -87,8 +88,18 @@ CREATE TABLE IF NOT EXISTS steps (
     to_driver     TEXT,
     to_override   TEXT,
     phase         TEXT NOT NULL,        -- planned | moving | moved | restored
+    kind          TEXT NOT NULL DEFAULT 'bind',  -- StepKind
+    from_value    TEXT,                 -- numvfs / enable_sriov / token steps
+    to_value      TEXT,
     PRIMARY KEY (journal_id, seq)
 );
+"""
+
+# Version 1 databases (vfioctl 0.1.0) had only bind steps.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE steps ADD COLUMN kind TEXT NOT NULL DEFAULT 'bind';
+ALTER TABLE steps ADD COLUMN from_value TEXT;
+ALTER TABLE steps ADD COLUMN to_value TEXT;
 """
 
 
@@ -139,17 +150,47 @@ class DeviceRecord:
         )
 
 
+class StepKind(StrEnum):
+    """What one journal step changes; recovery puts each kind right its own way
+    (:mod:`vfioctl.manager.recovery`)."""
+
+    BIND = "bind"                  # a device's (driver, driver_override)
+    ENABLE_SRIOV = "enable_sriov"  # vfio-pci's module parameter, "N"/"Y"
+    NUMVFS = "numvfs"              # a PF's sriov_numvfs, as decimal text
+    TOKEN = "token"                # a PF's VF token; to_value names the staged file
+
+
+class JournalState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    ROLLED_BACK = "rolled-back"
+    ROLLED_FORWARD = "rolled-forward"
+
+
+class Phase(StrEnum):
+    PLANNED = "planned"   # not touched yet
+    MOVING = "moving"     # the first write may have reached the kernel
+    MOVED = "moved"       # done and verified
+
+
 @dataclass(frozen=True)
 class Step:
-    """One device's move within a journaled operation."""
+    """One change within a journaled operation.
+
+    ``BIND`` steps use the driver/override fields; the other kinds ``from_value`` and
+    ``to_value`` (never a secret: a token step names the 0600 staged file instead).
+    """
 
     seq: int
     addr: PciAddress
-    from_driver: str | None
-    from_override: str | None
-    to_driver: str | None
-    to_override: str | None
-    phase: str = "planned"
+    from_driver: str | None = None
+    from_override: str | None = None
+    to_driver: str | None = None
+    to_override: str | None = None
+    phase: Phase = Phase.PLANNED
+    kind: StepKind = StepKind.BIND
+    from_value: str | None = None
+    to_value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,8 +252,7 @@ class StateStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < _SCHEMA_VERSION:
-                # IF NOT EXISTS everywhere: two first callers may both get here.
-                conn.executescript(_SCHEMA + f"PRAGMA user_version={_SCHEMA_VERSION};")
+                _migrate(conn, version)
         except sqlite3.Error as err:
             conn.close()
             raise _db_error(err, self.db_path) from err
@@ -323,22 +363,25 @@ class StateWriter:
                 (op, owner, os.getpid(), now(), changes))
             jid = int(cur.lastrowid or 0)
             conn.executemany(
-                "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO steps (journal_id, seq, address, from_driver, from_override, "
+                "to_driver, to_override, phase, kind, from_value, to_value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(jid, s.seq, str(s.addr), s.from_driver, s.from_override, s.to_driver,
-                  s.to_override, s.phase) for s in steps])
+                  s.to_override, str(s.phase), str(s.kind), s.from_value, s.to_value)
+                 for s in steps])
         return jid
 
-    def set_phase(self, jid: int, seq: int, phase: str) -> None:
+    def set_phase(self, jid: int, seq: int, phase: Phase) -> None:
         with self._txn() as conn:
             conn.execute("UPDATE steps SET phase=? WHERE journal_id=? AND seq=?",
-                         (phase, jid, seq))
+                         (str(phase), jid, seq))
 
     def set_forward(self, jid: int) -> None:
         """Mark the point of no return: recovery now finishes the operation."""
         with self._txn() as conn:
             conn.execute("UPDATE journal SET forward=1 WHERE id=?", (jid,))
 
-    def finish(self, jid: int, state: str, *, apply_changes: bool,
+    def finish(self, jid: int, state: JournalState, *, apply_changes: bool,
                extra_upserts: Sequence[DeviceRecord] = ()) -> None:
         """Close a journal; with ``apply_changes`` its record changes land in the same
         transaction, so records and journal never disagree."""
@@ -351,7 +394,7 @@ class StateWriter:
             if extra_upserts:
                 _apply(conn, extra_upserts, ())
             conn.execute("UPDATE journal SET state=?, finished=? WHERE id=?",
-                         (state, now(), jid))
+                         (str(state), now(), jid))
 
     def unfinished(self) -> list[Journal]:
         """Journals left ``running`` (by a dead writer when seen by the lock holder)."""
@@ -361,7 +404,8 @@ class StateWriter:
                 Step(seq=s["seq"], addr=PciAddress.parse(s["address"]),
                      from_driver=s["from_driver"], from_override=s["from_override"],
                      to_driver=s["to_driver"], to_override=s["to_override"],
-                     phase=s["phase"])
+                     phase=Phase(s["phase"]), kind=StepKind(s["kind"]),
+                     from_value=s["from_value"], to_value=s["to_value"])
                 for s in self._query("SELECT * FROM steps WHERE journal_id=? ORDER BY seq",
                                      (row["id"],)))
             ups, dels = _changes(row["changes"])
@@ -376,6 +420,28 @@ class StateWriter:
         return [dict(r) for r in self._query(
             "SELECT id, op, owner, state, forward, started, finished FROM journal "
             "ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a database to the current schema in one exclusive transaction (two first
+    callers may both get here: the second sees the new version and does nothing)."""
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if version < _SCHEMA_VERSION:
+            if version == 1 and "steps" in tables:
+                for stmt in _MIGRATE_1_TO_2.strip().splitlines():
+                    conn.execute(stmt)
+            else:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _record(row: sqlite3.Row) -> DeviceRecord:

@@ -42,8 +42,8 @@ from vfioctl.host import uapi
 from vfioctl.host.base import DEV_VFIO, Host
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.pci.iommu import IommuGroup
+from vfioctl.secret import REDACTED, VfToken
 from vfioctl.vfio import uapi_cdev
-from vfioctl.vfio.secret import REDACTED, VfToken
 
 log = logging.getLogger(__name__)
 
