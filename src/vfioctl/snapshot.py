@@ -9,6 +9,15 @@ resolve inside DIR exactly as they do under ``/``.
 Only attribute files that are safe and meaningful to read are copied (a whitelist):
 reading ``rom`` or ``resourceN`` could touch the device, and write-only control files
 (``bind``, ``unbind``, ``remove``) have nothing to read.
+
+What decides whether the host uses a network device (``pci/usage.py``) is kept too, so a
+snapshot answers that question as the host did: each PCI function's ``net/IFNAME/``
+(``virtioN/net/IFNAME/`` for virtio-net) with ``operstate``, ``flags`` and the
+``master`` link; ``proc/net/route``, ``ipv6_route`` and ``if_inet6``; and the interface
+addresses the host reported (netlink on a live host) in ``vfioctl-addresses.json`` at
+the top of DIR (format in ``host/ifaddr.py``; written even when empty, so "captured,
+none" differs from an older snapshot without the file). A snapshot therefore holds the
+host's IP addresses and routes: mind that before sharing it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from vfioctl.errors import UsageError, wrap_oserror
+from vfioctl.host import ifaddr
 from vfioctl.host.base import IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS, Host
 
 DEVICE_FILES = frozenset({
@@ -38,7 +48,11 @@ MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "pci_stub")
 EXTRA_FILES = (
     "proc/cmdline",
     "proc/sys/kernel/osrelease",
+    "proc/net/route",
+    "proc/net/ipv6_route",
+    "proc/net/if_inet6",
 )
+NET_FILES = ("operstate", "flags")  # per interface, beside the ``master`` link
 MANIFEST = "vfioctl-snapshot.json"
 
 
@@ -97,6 +111,7 @@ def take_snapshot(host: Host, dest: Path) -> dict[str, object]:
         _copy_groups(cp)
         _copy_drivers(cp)
         _copy_misc(cp)
+        _copy_addresses(cp)
     except OSError as err:
         raise wrap_oserror(err, f"cannot snapshot host {host.name}") from err
     manifest: dict[str, object] = {
@@ -135,6 +150,30 @@ def _copy_pci(cp: _Copier) -> None:
                 cp.file(p)
             elif entry == "vfio-dev":
                 cp.dir(p)  # marks a vfio (variant) driver binding
+            elif entry == "net":
+                _copy_net(cp, p)
+            elif entry.startswith("virtio") and entry[6:].isdigit() and \
+                    host.exists(p / "net"):
+                _copy_net(cp, p / "net")  # virtio-net: the interface is below virtioN
+
+
+def _copy_net(cp: _Copier, net: PurePosixPath) -> None:
+    """The interfaces of one function: what tells whether they are up, and bridged."""
+    host = cp.host
+    cp.dir(net)
+    for ifname in host.listdir(net):
+        base = net / ifname
+        cp.dir(base)
+        for name in NET_FILES:
+            cp.file(base / name)
+        if host.is_link(base / "master"):
+            cp.link(base / "master")
+
+
+def _copy_addresses(cp: _Copier) -> None:
+    """The host's interface addresses, as :meth:`Host.ip_addresses` reports them."""
+    (cp.dest / ifaddr.ADDRESSES_FILE).write_text(ifaddr.dumps(cp.host.ip_addresses()))
+    cp.files += 1
 
 
 def _copy_groups(cp: _Copier) -> None:

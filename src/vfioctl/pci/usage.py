@@ -2,13 +2,19 @@
 
 Detaching a device the host is using takes the host's network, disks or console away
 with it, so the manager refuses such a device without ``--force``. Every fact comes from
-the files the kernel exposes (and the simulator models the same files):
+what the kernel exposes (and the simulator models the same):
 
-- network: ``devices/ADDR/net/IFNAME/`` (``operstate``, ``flags``, ``master``), routes in
-  ``proc/net/route`` and ``proc/net/ipv6_route``, IPv6 addresses in ``proc/net/if_inet6``.
-  An interface counts when it is up and carries routes or non-link-local addresses, or
-  is a port of an up bridge/bond. IPv4 addresses are seen through the prefix route the
-  kernel installs with them (procfs has no per-interface IPv4 address list).
+- network: the function's interfaces, ``devices/ADDR/net/IFNAME/`` (virtio-net:
+  ``devices/ADDR/virtioN/net/IFNAME/``) with ``operstate``, ``flags`` and ``master``;
+  the interface addresses the kernel reports over netlink (:meth:`Host.ip_addresses`);
+  routes in ``proc/net/route`` and ``proc/net/ipv6_route``; IPv6 addresses in
+  ``proc/net/if_inet6``. An interface counts when it is up and has an address of
+  global or site scope (IPv4 or IPv6; link-local and host-scope ones do not, as every
+  up interface gets an ``fe80::`` address), or carries routes, or is a port of an up
+  bridge/bond. Addresses come from netlink because routes do not show them all: an
+  IPv4 address added as ``/32`` or with ``noprefixroute`` installs no prefix route, and
+  procfs has no per-interface IPv4 address list. Where netlink cannot be used (a
+  sandbox; a snapshot taken before addresses were captured) procfs is still read.
 - storage: ``sys/block/NAME`` links into the device's sysfs subtree (partitions are
   subdirectories, stacked devices such as dm/md under ``holders/``), matched against
   ``proc/mounts`` and ``proc/swaps``.
@@ -17,14 +23,13 @@ the files the kernel exposes (and the simulator models the same files):
 Missing files mean "no such use" (a snapshot or simulator need not model everything),
 never an error.
 """
-
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from vfioctl.host.base import Host
+from vfioctl.host.base import Host, IfAddress
 from vfioctl.pci.device import PciDevice
 
 _SYS_BLOCK = PurePosixPath("sys/block")
@@ -34,6 +39,8 @@ _PROC_ROUTE = PurePosixPath("proc/net/route")
 _PROC_ROUTE6 = PurePosixPath("proc/net/ipv6_route")
 _PROC_INET6 = PurePosixPath("proc/net/if_inet6")
 _IFF_UP = 0x1
+_RT_SCOPE_LINK = 253  # ifa_scope: 0 universe, 200 site, 253 link, 254 host, 255 nowhere
+_ADDRESSES_NAMED = 3  # addresses a message spells out before "(+N more)"
 _UP_STATES = frozenset({"up", "unknown", "dormant"})
 
 
@@ -74,22 +81,25 @@ def _listdir(host: Host, path: PurePosixPath) -> list[str]:
 
 def _network_uses(dev: PciDevice) -> list[HostUse]:
     host = dev.host
-    ifnames = _listdir(host, dev.path / "net")
-    if not ifnames:
+    ifaces = _interfaces(dev)
+    if not ifaces:
         return []
     routes4 = _route_ifaces(_read(host, _PROC_ROUTE))
     routes6 = _route6_ifaces(_read(host, _PROC_ROUTE6))
     addrs6 = _inet6_ifaces(_read(host, _PROC_INET6))
+    addresses = _host_addresses(host)
     uses = []
-    for ifname in ifnames:
-        base = dev.path / "net" / ifname
+    for ifname, base in ifaces:
         if not _iface_up(host, base):
             continue
         what = []
+        named = addresses.get(ifname, [])
+        if named:
+            what.append(_addresses_phrase(named))
         if ifname in routes4 or ifname in routes6:
             what.append("routes")
-        if ifname in addrs6:
-            what.append("addresses")
+        if not named and ifname in addrs6:
+            what.append("addresses")  # procfs only: netlink was unavailable
         master = _link_base(host, base / "master")
         if what:
             uses.append(HostUse("network", f"interface {ifname} is up with "
@@ -98,6 +108,42 @@ def _network_uses(dev: PciDevice) -> list[HostUse]:
             uses.append(HostUse("network", f"interface {ifname} is up as a port of "
                                            f"{master}"))
     return uses
+
+
+def _interfaces(dev: PciDevice) -> list[tuple[str, PurePosixPath]]:
+    """The function's network interfaces and their sysfs directories: ``ADDR/net/IFNAME``
+    for most drivers, ``ADDR/virtioN/net/IFNAME`` for virtio-net, whose interface hangs
+    off the virtio device that virtio-pci creates below the PCI function."""
+    host = dev.host
+    parents = [dev.path] + [dev.path / e for e in _listdir(host, dev.path)
+                            if e.startswith("virtio") and e[6:].isdigit()]
+    return [(ifname, parent / "net" / ifname)
+            for parent in parents for ifname in _listdir(host, parent / "net")]
+
+
+def _host_addresses(host: Host) -> dict[str, list[IfAddress]]:
+    """Interface -> its addresses that count (global or site scope), in kernel order.
+
+    A host that cannot say (a damaged snapshot file) answers nothing here; procfs is
+    still read by the caller."""
+    try:
+        addresses = host.ip_addresses()
+    except OSError:
+        return {}
+    out: dict[str, list[IfAddress]] = {}
+    for addr in addresses:
+        if addr.scope < _RT_SCOPE_LINK:
+            out.setdefault(addr.ifname, []).append(addr)
+    return out
+
+
+def _addresses_phrase(addresses: list[IfAddress]) -> str:
+    """``address 10.99.1.1/32`` or ``addresses A, B, C (+2 more)``."""
+    shown = ", ".join(f"{a.address}/{a.prefixlen}" for a in addresses[:_ADDRESSES_NAMED])
+    if len(addresses) == 1:
+        return f"address {shown}"
+    more = len(addresses) - _ADDRESSES_NAMED
+    return f"addresses {shown}" + (f" (+{more} more)" if more > 0 else "")
 
 
 def _iface_up(host: Host, base: PurePosixPath) -> bool:
