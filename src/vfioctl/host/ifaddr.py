@@ -120,7 +120,10 @@ def loads(text: str) -> list[IfAddress]:
         doc = json.loads(text)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"not format {FORMAT}")
-        return [_entry(e) for e in doc["addresses"]]
+        entries = doc["addresses"]
+        if not isinstance(entries, list):
+            raise ValueError("'addresses' is not a list")
+        return [_entry(e) for e in entries]
     except (ValueError, KeyError, TypeError) as err:
         raise OSError(errno.EINVAL, f"{ADDRESSES_FILE} is malformed: {err}") from err
 
