@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from vfioctl.address import PciAddress
 from vfioctl.cli.main import main
+from vfioctl.host.base import IfAddress
 from vfioctl.host.linux import LinuxHost
 from vfioctl.pci.device import PciDevice
 from vfioctl.pci.usage import find_host_uses
@@ -161,3 +163,33 @@ def test_snapshot_of_a_tree_without_addresses_records_none(tmp_path: Path) -> No
     assert json.loads((tmp_path / "snap" / ADDRESSES).read_text()) == {
         "format": 1, "addresses": []}
     assert LinuxHost(tmp_path / "snap").ip_addresses() == []
+
+
+class CountingHost(LinuxHost):
+    """A tree whose ``ip_addresses`` answers a given list and counts the questions."""
+
+    def __init__(self, root: Path, addresses: list[IfAddress]) -> None:
+        super().__init__(root)
+        self.answer = addresses
+        self.asked = 0
+
+    def ip_addresses(self) -> list[IfAddress]:
+        self.asked += 1
+        return self.answer
+
+
+@pytest.mark.parametrize("up,asked,uses", [
+    (False, 0, ()),
+    (True, 1, ("interface eth2 is up with address 10.99.1.1/32",)),
+], ids=["down: netlink not asked", "up: asked once"])
+def test_addresses_are_asked_for_only_when_an_interface_is_up(
+        up: bool, asked: int, uses: tuple[str, ...], tmp_path: Path) -> None:
+    """Reading addresses imports pyroute2 and dumps every address; a NIC whose
+    interfaces are all down cannot be in use, so the question is not asked."""
+    root = make_tree(tmp_path / "host", Case("two-ifaces", None, up=up))
+    other = root / NIC_DIR / "net" / "eth3"
+    other.mkdir()
+    (other / "operstate").write_text("up\n" if up else "down\n")
+    host = CountingHost(root, [IfAddress("eth2", socket.AF_INET, "10.99.1.1", 32, 0)])
+    assert uses_of(host) == uses
+    assert host.asked == asked

@@ -87,11 +87,13 @@ def _network_uses(dev: PciDevice) -> list[HostUse]:
     routes4 = _route_ifaces(_read(host, _PROC_ROUTE))
     routes6 = _route6_ifaces(_read(host, _PROC_ROUTE6))
     addrs6 = _inet6_ifaces(_read(host, _PROC_INET6))
-    addresses = _host_addresses(host)
+    addresses: dict[str, list[IfAddress]] | None = None
     uses = []
     for ifname, base in ifaces:
         if not _iface_up(host, base):
             continue
+        if addresses is None:  # asked once, and only for an up interface: netlink costs
+            addresses = _host_addresses(host)
         what = []
         named = addresses.get(ifname, [])
         if named:
