@@ -1,4 +1,5 @@
-"""The dependency arrows of STYLE.md 2.1, enforced on every module's imports (ast)."""
+"""The dependency arrows of the architecture (docs/architecture.md), enforced on every
+module's imports (ast), and front ends kept to public names."""
 
 from __future__ import annotations
 
@@ -10,23 +11,48 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "vfioctl"
 
 # module prefix -> prefixes it must never import
+_ABOVE_MECHANICS = ("vfioctl.manager", "vfioctl.state", "vfioctl.cli", "vfioctl.launch",
+                    "vfioctl.sim", "vfioctl.hosts")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # the bottom layer: imported by everything, imports nothing of vfioctl but errors
     "vfioctl.errors": ("vfioctl.",),
-    "vfioctl.address": ("vfioctl.host", "vfioctl.pci", "vfioctl.sim", "vfioctl.cli",
-                        "vfioctl.conf", "vfioctl.qemu", "vfioctl.manager"),
+    "vfioctl.address": ("vfioctl.host", "vfioctl.pci", "vfioctl.vfio", "vfioctl.sim",
+                        "vfioctl.cli", "vfioctl.conf", "vfioctl.qemu", "vfioctl.manager",
+                        "vfioctl.state", "vfioctl.launch"),
+    "vfioctl.secret": ("vfioctl.host", "vfioctl.pci", "vfioctl.vfio", "vfioctl.sim",
+                       "vfioctl.cli", "vfioctl.conf", "vfioctl.qemu", "vfioctl.manager",
+                       "vfioctl.state", "vfioctl.launch"),
+    # pure translation: never sees a host
     "vfioctl.conf": ("vfioctl.host", "vfioctl.pci", "vfioctl.sim", "vfioctl.manager",
-                     "vfioctl.vfio", "vfioctl.cli", "vfioctl.state"),
+                     "vfioctl.vfio", "vfioctl.cli", "vfioctl.state", "vfioctl.launch",
+                     "vfioctl.hosts"),
     "vfioctl.qemu": ("vfioctl.host", "vfioctl.pci", "vfioctl.sim", "vfioctl.manager",
-                     "vfioctl.vfio", "vfioctl.cli", "vfioctl.state"),
-    "vfioctl.pci": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.manager"),
-    "vfioctl.vfio": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.manager"),
-    "vfioctl.manager": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli"),
-    "vfioctl.host.base": ("vfioctl.pci", "vfioctl.sim", "vfioctl.cli", "vfioctl.manager"),
-    "vfioctl.host.linux": ("vfioctl.pci", "vfioctl.sim", "vfioctl.cli", "vfioctl.manager"),
-    "vfioctl.host.uapi": ("vfioctl.pci", "vfioctl.sim", "vfioctl.cli", "vfioctl.manager"),
+                     "vfioctl.vfio", "vfioctl.cli", "vfioctl.state", "vfioctl.launch",
+                     "vfioctl.hosts"),
+    # mechanics: no locks, no state, no policy
+    "vfioctl.pci": ("vfioctl.host.linux", "vfioctl.vfio", *_ABOVE_MECHANICS),
+    "vfioctl.vfio": ("vfioctl.host.linux", *_ABOVE_MECHANICS),
+    # the seam knows none of its implementations
+    "vfioctl.host": ("vfioctl.pci", "vfioctl.vfio", "vfioctl.sim", "vfioctl.cli",
+                     "vfioctl.manager", "vfioctl.state", "vfioctl.launch", "vfioctl.hosts"),
+    "vfioctl.host.base": ("vfioctl.host.linux",),
+    # state: below the manager, above nothing that touches a host
+    "vfioctl.state": ("vfioctl.host", "vfioctl.pci", "vfioctl.vfio", "vfioctl.sim",
+                      "vfioctl.cli", "vfioctl.manager", "vfioctl.launch", "vfioctl.conf",
+                      "vfioctl.qemu", "vfioctl.hosts"),
+    # policy: on any host, through the seam only
+    "vfioctl.manager": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.launch",
+                        "vfioctl.hosts"),
+    "vfioctl.launch": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.state",
+                       "vfioctl.hosts"),
+    # the read model: what list/groups/show return, for every front end
+    "vfioctl.model": ("vfioctl.host.linux", *_ABOVE_MECHANICS),
     "vfioctl.sim": ("vfioctl.cli", "vfioctl.manager", "vfioctl.pci", "vfioctl.conf",
-                    "vfioctl.qemu"),
+                    "vfioctl.qemu", "vfioctl.state", "vfioctl.launch", "vfioctl.vfio",
+                    "vfioctl.hosts"),
 }
+# Front ends use public names only: what the facade and the modules' __all__ offer.
+FRONT_ENDS = ("vfioctl.cli", "vfioctl.launch")
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -37,6 +63,19 @@ def _modules() -> list[tuple[str, Path]]:
         if parts[-1] == "__init__":
             parts.pop()
         out.append((".".join(parts), path))
+    return out
+
+
+def _private_uses(path: Path) -> list[str]:
+    """``from vfioctl.x import _y`` and ``something._y`` on anything but self/cls."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vfioctl"):
+            out += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__") \
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            out.append(f"line {node.lineno}: {ast.unparse(node)}")
     return out
 
 
@@ -58,6 +97,23 @@ def test_layering(module: str, path: Path) -> None:
                          if i == b.rstrip(".") or i.startswith(b if b.endswith(".") else b + ".")
                          or i == b)
             assert not bad, f"{module} must not import {bad}"
-    if not module.startswith("vfioctl.cli"):
+    if not module.startswith("vfioctl.cli") and module != "vfioctl.__main__":
         assert not [i for i in _imports(path) if i.startswith("vfioctl.cli")], (
             f"{module} imports the CLI layer")
+
+
+@pytest.mark.parametrize("module,path", [(m, p) for m, p in _modules()
+                                         if m.startswith(FRONT_ENDS)],
+                         ids=[m for m, _ in _modules() if m.startswith(FRONT_ENDS)])
+def test_front_ends_use_public_names(module: str, path: Path) -> None:
+    assert not _private_uses(path), f"{module} reaches into private names"
+
+
+def test_every_package_has_rules() -> None:
+    """A new package must get its arrows here, not slip past the test."""
+    packages = {".".join(p.relative_to(SRC.parent).parts[:2])
+                for p in SRC.rglob("*.py") if len(p.relative_to(SRC).parts) > 1}
+    missing = [p for p in sorted(packages) if not any(
+        p == k or p.startswith(k + ".") or k.startswith(p + ".") for k in FORBIDDEN)
+        and p not in FRONT_ENDS and p != "vfioctl.cli"]
+    assert not missing, f"packages without layering rules: {missing}"

@@ -136,7 +136,7 @@ class GroupNotViable(OperationInvalid):
         self,
         message: str,
         *,
-        group: int,
+        group: int | None,
         offenders: tuple[tuple[str, str | None], ...] = (),
         hint: str | None = None,
     ) -> None:

@@ -1,55 +1,21 @@
 """Policy: checks of a domain's hostdevs that need a host (``validate``/``xml2argv --host``).
 
-``conf/`` never sees a host; this module reads the few sysfs files it needs through the
-:class:`~vfioctl.host.base.Host` seam (paths relative to the host's root).
+``conf/`` never sees a host; this module looks at the devices a domain names through the
+read model (:class:`~vfioctl.pci.device.PciDevice`).
 
 A VF token only means something for an SR-IOV PF driven by vfio-pci and its VFs. The
 kernel answers EINVAL when a non-SR-IOV device, or a VF whose PF is bound to a kernel
-driver, is opened with ``vf_token=`` (KERNEL.md, "VF token"), so vfioctl says so before
-a guest is started.
+driver, is opened with ``vf_token=`` (docs/kernel.md, "VF token"), so vfioctl says so
+before a guest is started.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from vfioctl.address import PciAddress
 from vfioctl.conf.hostdev import DomainDef, HostdevDef
-from vfioctl.errors import ConfigError, DeviceNotFound, UsageError
-from vfioctl.host.base import PCI_DEVICES, Host
-
-VFIO_PCI = "vfio-pci"
-
-
-def _dev(addr: PciAddress) -> PurePosixPath:
-    return PCI_DEVICES / str(addr)
-
-
-def _driver(host: Host, addr: PciAddress) -> str | None:
-    link = _dev(addr) / "driver"
-    if not host.is_link(link):
-        return None
-    return PurePosixPath(host.readlink(link)).name
-
-
-def _sriov_totalvfs(host: Host, addr: PciAddress) -> int:
-    path = _dev(addr) / "sriov_totalvfs"
-    if not host.exists(path):
-        return 0
-    try:
-        return int(host.read_text(path).strip() or "0")
-    except (OSError, ValueError):
-        return 0
-
-
-def _physfn(host: Host, addr: PciAddress) -> PciAddress | None:
-    link = _dev(addr) / "physfn"
-    if not host.is_link(link):
-        return None
-    try:
-        return PciAddress.parse(PurePosixPath(host.readlink(link)).name)
-    except UsageError:
-        return None
+from vfioctl.errors import ConfigError
+from vfioctl.host.base import Host
+from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 
 
 def check_vf_tokens(host: Host, domain: DomainDef) -> None:
@@ -71,17 +37,16 @@ def check_vf_tokens(host: Host, domain: DomainDef) -> None:
 def _check_one(host: Host, hd: HostdevDef, managed_here: set[PciAddress]) -> None:
     addr = hd.source
     where = f"{hd.where}: " if hd.where is not None else ""
-    if not host.exists(_dev(addr)):
-        raise DeviceNotFound(addr)
-    pf = _physfn(host, addr)
+    dev = get_device(host, addr)
+    pf = dev.physfn
     if pf is None:
-        if _sriov_totalvfs(host, addr) > 0:
+        if dev.sriov_totalvfs:
             return  # an SR-IOV PF: opening it with vf_token= sets the token
         raise ConfigError(
             f"{where}vf-token on PCI device {addr}, which is neither an SR-IOV PF nor a VF "
             "(the kernel would answer EINVAL)", hint="remove <vf-token> from this hostdev")
-    driver = _driver(host, pf)
-    if driver == VFIO_PCI or pf in managed_here:
+    driver = PciDevice(host, pf).driver
+    if driver == VFIO_DRIVER or pf in managed_here:
         return
     raise ConfigError(
         f"{where}vf-token on VF {addr}, whose PF {pf} is bound to "

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from launchtest import HERE
 
-from vfioctl.pci import driver as driver_mod
+from vfioctl.pci import settle as settle_mod
 from vfioctl.sim.host import SimHost
 from vfioctl.sim.loader import bundled_text
 
@@ -23,7 +23,7 @@ from vfioctl.sim.loader import bundled_text
 @pytest.fixture(autouse=True)
 def _no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     # The simulator binds synchronously; never wait for a driver link to appear.
-    monkeypatch.setattr(driver_mod, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(settle_mod, "SETTLE_SECONDS", 0.0)
 
 
 @pytest.fixture(autouse=True)

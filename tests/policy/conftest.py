@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from policytest import make_host
 
-from vfioctl.pci import driver as driver_mod
+from vfioctl.pci import settle as settle_mod
 from vfioctl.sim.host import SimHost
 
 
@@ -26,4 +26,4 @@ def sim(tmp_path: Path) -> Callable[[str], SimHost]:
 @pytest.fixture(autouse=True)
 def _no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     # The simulator binds synchronously; never wait for a driver link to appear.
-    monkeypatch.setattr(driver_mod, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(settle_mod, "SETTLE_SECONDS", 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -244,8 +245,10 @@ def test_reattach_refuses_a_group_open_by_a_vfio_user(sim: Callable[[str], SimHo
     fd = host.open(PurePosixPath(f"dev/vfio/{group}"))
     with pytest.raises(DeviceInUse) as info:
         mgr.reattach(["0000:02:00.0"])
+    # the holder is named (the simulator lists this process under /proc, as the kernel)
+    comm = Path("/proc/self/comm").read_text().strip()
     assert str(info.value) == (f"PCI device 0000:02:00.0 is in use: IOMMU group {group} is "
-                               f"open by a VFIO user (a running guest?)")
+                               f"open by pid {os.getpid()} ({comm})")
     host.close(fd)
     assert [a.kind for a in mgr.reattach(["0000:02:00.0"]).actions] == ["reattached"]
 
@@ -296,4 +299,5 @@ def test_status_json_shape(sim: Callable[[str], SimHost]) -> None:
     assert doc.pop("since")
     assert doc == {"address": "0000:02:00.0", "iommu_group": 10, "driver": "vfio-pci",
                    "held_on": "vfio-pci", "original_driver": "nvme",
-                   "detached_by_vfioctl": True, "owner": "vm1", "managed": True}
+                   "detached_by_vfioctl": True, "owner": "vm1", "managed": True,
+                   "present": True}

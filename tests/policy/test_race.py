@@ -16,7 +16,7 @@ import pytest
 from policytest import host_text, snapshot
 
 from vfioctl.errors import Busy, DeviceInUse, VfioctlError
-from vfioctl.host import open_host
+from vfioctl.hosts import open_host
 from vfioctl.manager import HostdevManager
 from vfioctl.sim.host import SimHost
 

@@ -96,7 +96,7 @@ class Pair:
         if host is None:
             return None
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("vfioctl.host.open_host", lambda spec=None: host)
+            mp.setattr("vfioctl.hosts.open_host", lambda spec=None: host)
             return VfioctlCli("sim:q35-vmtest")(*args)
 
     def __call__(self, *args: str) -> CliResult:

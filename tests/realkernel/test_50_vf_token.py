@@ -35,6 +35,7 @@ from vfioctl.address import PciAddress
 from vfioctl.errors import VfioctlError
 from vfioctl.host import uapi
 from vfioctl.host.base import Host
+from vfioctl.secret import VfToken
 from vfioctl.vfio.device import (
     PATH_GROUP,
     GroupBusy,
@@ -44,7 +45,6 @@ from vfioctl.vfio.device import (
     VfTokenRejected,
     open_device,
 )
-from vfioctl.secret import VfToken
 
 TOK = VfToken(uuid.UUID("11111111-2222-3333-4444-555555555555"))
 WRONG = VfToken(uuid.UUID("99999999-8888-7777-6666-555555555555"))
@@ -81,7 +81,7 @@ def _outcome(fn: Callable[[], object]) -> tuple[str, str | None]:
 
 
 def token_rows(host: Host, pf: str, vf: str, plain: str | None) -> list[Row]:
-    """KERNEL.md's VF-token table, in the order vmtest/guest/vfio_token_test.py measured
+    """The VF-token table of docs/kernel.md, in the order vmtest/guest/vfio_token_test.py measured
     it. The PF must be on vfio-pci with VFs enabled, ``plain`` (no SR-IOV) on vfio-pci;
     nothing may have opened the PF yet for the first two rows to mean "before anyone
     opened the PF". The session is closed at the end; the token is left at WRONG."""
@@ -271,11 +271,11 @@ def test_vf_token_rows_on_the_group_path(walkthrough: object) -> None:
 @pytest.mark.skipif(not IN_VM, reason="real kernel: runs in the test VM")
 def test_vf_token_cdev_falls_back_on_6_1(walkthrough: object) -> None:
     from vfioctl.host.linux import LinuxHost
-    from vfioctl.vfio.token import set_token
+    from vfioctl.manager import HostdevManager
 
     host = LinuxHost("/")
     assert not Path("/dev/vfio/devices").exists()   # 6.1: no vfio cdev
-    set_token(host, PF, TOK)
+    HostdevManager(host).set_token(PF, TOK)
     with open_device(host, VF, token=TOK) as handle:
         assert handle.path == PATH_GROUP
 
@@ -285,34 +285,34 @@ def test_vf_token_lifecycle_and_stale_copy(walkthrough: object) -> None:
     """set → check; fds closed, token persists; a PF open with another token while no
     VF is open replaces it behind vfioctl's back: the stored copy is reported stale."""
     from vfioctl.host.linux import LinuxHost
-    from vfioctl.vfio.token import check_vf, open_vf, set_token
+    from vfioctl.manager import HostdevManager
 
     host = LinuxHost("/")
-    set_token(host, PF, TOK2)
-    assert check_vf(host, VF).with_token
-    assert check_vf(host, VF2).with_token          # persists across opens/closes
+    HostdevManager(host).set_token(PF, TOK2)
+    assert HostdevManager(host).check_vf(VF).with_token
+    assert HostdevManager(host).check_vf(VF2).with_token  # persists across opens/closes
     with open_device(host, PF, token=WRONG):       # sets WRONG: no VF is open
         pass
     with pytest.raises(VfTokenRejected, match=r"stored VF token of PF .* is stale"), \
-            open_vf(host, VF):
+            HostdevManager(host).open_vf(VF):
         pass
     # while a VF is open, set_token reopens the PF with the stored (current) token
-    set_token(host, PF, TOK)
-    with open_vf(host, VF) as vf_handle:
+    HostdevManager(host).set_token(PF, TOK)
+    with HostdevManager(host).open_vf(VF) as vf_handle:
         assert vf_handle.info.num_regions >= 9
-        set_token(host, PF, TOK2)                 # PF busy with a VF user: stored TOK
-        with open_vf(host, VF2) as other:
+        HostdevManager(host).set_token(PF, TOK2)  # PF busy with a VF user: stored TOK
+        with HostdevManager(host).open_vf(VF2) as other:
             assert other.info.flags & uapi.VFIO_DEVICE_FLAGS_PCI
 
 
 @pytest.mark.skipif(not IN_VM, reason="real kernel: runs in the test VM")
 def test_vf_token_errors_are_mapped(walkthrough: object) -> None:
     from vfioctl.host.linux import LinuxHost
-    from vfioctl.vfio.token import set_token
+    from vfioctl.manager import HostdevManager
 
     host = LinuxHost("/")
     with pytest.raises(TokenNotAccepted, match=f"{VF} is not an SR-IOV PF bound to"):
-        set_token(host, VF)
+        HostdevManager(host).set_token(VF)
     with VfioSession(host) as s:
         s.group(_group(host, VF))
         with pytest.raises(GroupBusy), open_device(host, VF, token=TOK):

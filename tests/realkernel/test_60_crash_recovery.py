@@ -116,7 +116,7 @@ class Crasher:
 
     def sim_cli(self, host: SimHost, *args: str) -> CliResult:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("vfioctl.host.open_host", lambda spec=None: host)
+            mp.setattr("vfioctl.hosts.open_host", lambda spec=None: host)
             return VfioctlCli("sim:q35-vmtest")(*args)
 
     def both(self, *args: str) -> tuple[CliResult, CliResult | None]:

@@ -12,7 +12,7 @@ import pytest
 from simtest import DEV, oserrno
 
 from vfioctl.errors import NotFound, ReadOnlyHost
-from vfioctl.host import open_host
+from vfioctl.hosts import open_host
 from vfioctl.sim.faults import SimCrash
 from vfioctl.sim.host import SimHost, open_sim_host
 from vfioctl.sim.loader import STATE_MARKER, bundled_text

@@ -15,14 +15,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tokenops import open_vf, set_token
 from tokentest import Q35_PF, Q35_VF
 
 from vfioctl.host import uapi
+from vfioctl.secret import VfToken
 from vfioctl.sim.host import SimHost
 from vfioctl.vfio import uapi_cdev
 from vfioctl.vfio.device import PATH_CDEV, PATH_GROUP, VfTokenRejected, open_device
-from vfioctl.secret import VfToken
-from vfioctl.vfio.token import open_vf, set_token
 
 NODE_FD = 9000
 

@@ -8,17 +8,8 @@ import stat
 import uuid
 
 import pytest
-from tokentest import Q35_PF, Q35_PLAIN, Q35_VF, Q35_VF2
-
-from vfioctl.errors import PermissionDenied, ReadOnlyHost, UsageError
-from vfioctl.manager import HostdevManager
-from vfioctl.pci.sriov import change_numvfs
-from vfioctl.sim.host import SimHost
-from vfioctl.vfio.device import TokenNotAccepted, VfTokenRejected, open_device
-from vfioctl.secret import REDACTED, VfToken
-from vfioctl.vfio.token import (
-    TokenNotFound,
-    TokenStale,
+from tokenops import (
+    change_numvfs,
     check_vf,
     forget_token,
     get_token,
@@ -26,6 +17,13 @@ from vfioctl.vfio.token import (
     set_token,
     show_token,
 )
+from tokentest import Q35_PF, Q35_PLAIN, Q35_VF, Q35_VF2
+
+from vfioctl.errors import PermissionDenied, ReadOnlyHost, UsageError
+from vfioctl.manager import HostdevManager, TokenNotFound, TokenStale
+from vfioctl.secret import REDACTED, VfToken
+from vfioctl.sim.host import SimHost
+from vfioctl.vfio.device import TokenNotAccepted, VfTokenRejected, open_device
 
 TOK = VfToken(uuid.UUID("11111111-2222-3333-4444-555555555555"))
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tokenops import change_numvfs
 from tokentest import Q35_PF, Q35_PLAIN, Q35_VF, SRV_PF, userspace_pf
 
 from vfioctl.manager import HostdevManager
-from vfioctl.pci.sriov import change_numvfs
+from vfioctl.secret import VfToken
 from vfioctl.sim.host import SimHost
 from vfioctl.vfio.device import TokenNotAccepted, open_device
-from vfioctl.secret import VfToken
 
 
 def _scenario() -> ModuleType:

@@ -4,16 +4,17 @@ do, enable_sriov consent, the host lock and held VFs."""
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
+from tokenops import change_numvfs, open_vf, set_token
 from tokentest import Q35_PF, Q35_VF, SRV_PF
 
 from vfioctl.errors import Busy, DeviceInUse, OperationInvalid, UsageError, VfsEnabled
 from vfioctl.manager import HostdevManager
-from vfioctl.pci.sriov import ENABLE_SRIOV, EnableSriovRequired, change_numvfs, get_sriov
+from vfioctl.pci.sriov import ENABLE_SRIOV, EnableSriovRequired, get_sriov
 from vfioctl.sim.host import SimHost
 from vfioctl.state import StateStore
-from vfioctl.vfio.token import open_vf, set_token
 
 
 def test_vfio_pf_needs_consent_for_enable_sriov(make_host: object) -> None:
@@ -44,7 +45,7 @@ def test_kernel_ebusy_maps_to_set_zero_first(q35: SimHost) -> None:
 
     info = get_sriov(q35, Q35_PF)
     with pytest.raises(VfsEnabled, match="already has VFs") as exc:
-        sriov._write_numvfs(q35, info, 3)
+        sriov.write_numvfs(q35, info, 3)
     assert exc.value.hint == "set --numvfs 0 first"
 
 
@@ -92,14 +93,17 @@ def test_vf_and_non_sriov_device(q35: SimHost) -> None:
 
 def test_refused_while_a_vf_is_held_by_an_owner(q35: SimHost) -> None:
     HostdevManager(q35).prepare("vm1", [Q35_VF])
-    with pytest.raises(DeviceInUse, match=f"VF {Q35_VF} of {Q35_PF} is held by 'vm1'"):
+    with pytest.raises(DeviceInUse, match=f"cannot remove the VFs of PF {Q35_PF}: its VF "
+                       f"{Q35_VF} is held by 'vm1', and the VF would be removed"):
         change_numvfs(q35, Q35_PF, 0, allow_enable_sriov=True)
     assert get_sriov(q35, Q35_PF).sriov_numvfs == 2
 
 
 def test_refused_while_a_vf_group_is_open(q35: SimHost) -> None:
     set_token(q35, Q35_PF)
-    with open_vf(q35, Q35_VF), pytest.raises(DeviceInUse, match="is open by a VFIO user"):
+    with open_vf(q35, Q35_VF), pytest.raises(
+            DeviceInUse, match=f"its VF {Q35_VF} is in use: IOMMU group .* is open by pid "
+            f"{os.getpid()} "):
         change_numvfs(q35, Q35_PF, 0, allow_enable_sriov=True)
 
 

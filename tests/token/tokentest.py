@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokenops import change_numvfs
+
 from vfioctl.manager import HostdevManager
-from vfioctl.pci.sriov import change_numvfs
 from vfioctl.sim.host import SimHost
 from vfioctl.sim.loader import bundled_text
 

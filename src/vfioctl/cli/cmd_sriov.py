@@ -1,9 +1,11 @@
-"""CLI: ``vfioctl sriov PF [--numvfs N] [--yes] [--json]`` — show and change a PF's VFs."""
+"""CLI: ``vfioctl sriov PF [--numvfs N] [--yes] [--dry-run] [--json]`` — show and change a
+PF's VFs."""
 
 from __future__ import annotations
 
 import click
 
+from vfioctl.cli.cmd_manage import dry_run_option, manager, show_outcome
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import dash, print_json, print_table
 from vfioctl.pci.sriov import ENABLE_SRIOV_NOTICE, SriovInfo
@@ -25,39 +27,47 @@ def _print_info(info: SriovInfo) -> None:
 
 @click.command("sriov", epilog=ENABLE_SRIOV_NOTICE)
 @click.argument("address", metavar="PF")
-@click.option("--numvfs", type=int, default=None, metavar="N",
+@click.option("--numvfs", type=click.IntRange(min=0), default=None, metavar="N",
               help="Set the number of VFs (0 removes them; the kernel changes the count "
               "only from or to 0).")
 @click.option("--yes", is_flag=True,
               help="Agree to turn on vfio-pci's enable_sriov when the PF is bound to "
               "vfio-pci (see below).")
+@dry_run_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 @click.pass_obj
-def sriov_cmd(ctx: Context, address: str, numvfs: int | None, yes: bool,
+def sriov_cmd(ctx: Context, address: str, numvfs: int | None, yes: bool, dry_run: bool,
               as_json: bool) -> None:
     """Show a PF's VFs (addresses, IOMMU groups, drivers), or change how many it has.
 
-    Changes run under vfioctl's host lock and are refused while vfioctl holds a VF for
-    a guest or a VF's IOMMU group is open.
+    Changes are journaled like detach and reattach, and refused while vfioctl holds a
+    VF or a VFIO user has one open.
     """
-    from vfioctl.pci.sriov import EnableSriovRequired, change_numvfs, get_sriov
+    from vfioctl.pci.sriov import EnableSriovRequired
 
+    mgr = manager(ctx)
     if numvfs is None:
-        info = get_sriov(ctx.host, address)
+        if dry_run:
+            raise click.UsageError("--dry-run needs --numvfs N")
+        info = mgr.sriov(address)
         if as_json:
             print_json(info.to_json())
         else:
             _print_info(info)
         return
-    from vfioctl.manager import HostdevManager
-
-    for rec in HostdevManager(ctx.host).recover():
-        click.echo(f"vfioctl: {rec.describe()}", err=True)
     try:
-        change = change_numvfs(ctx.host, address, numvfs, allow_enable_sriov=yes)
+        if dry_run:
+            plan = mgr.plan_numvfs(address, numvfs, allow_enable_sriov=yes)
+            for notice in plan.notices if plan.ok else ():
+                click.echo(f"vfioctl: {notice}", err=True)
+            show_outcome(ctx, plan, None, as_json)
+            return
+        change = mgr.set_numvfs(address, numvfs, allow_enable_sriov=yes)
     except EnableSriovRequired as err:
         click.echo(f"vfioctl: {err.notice}", err=True)
         raise
+    for rec in change.report.recovered:
+        click.echo(f"vfioctl: {rec.describe()}", err=True)
     if change.enabled_sriov_param:
         click.echo("vfioctl: turned on vfio-pci's enable_sriov (it stays on: vfio-pci also "
                    "needs it to remove the VFs)", err=True)
@@ -65,6 +75,8 @@ def sriov_cmd(ctx: Context, address: str, numvfs: int | None, yes: bool,
         doc = change.after.to_json()
         doc["changed"] = change.before.sriov_numvfs != change.after.sriov_numvfs
         doc["enabled_vfio_pci_enable_sriov"] = change.enabled_sriov_param
+        assert change.report.plan is not None
+        doc["actions"] = [a.to_json() for a in change.report.actions]
         print_json(doc)
         return
     if change.before.sriov_numvfs == change.after.sriov_numvfs:

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from vfioctl.cli.cmd_manage import dry_run_option, manager, show_outcome
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import print_json
 from vfioctl.errors import HostError, UsageError
@@ -31,16 +32,30 @@ def token_cmd() -> None:
     """
 
 
+_MAX_TOKEN_FILE = 4096
+
+
 def _read_token_file(source: str) -> VfToken:
+    """The token from FILE or stdin (``-``), read the same way for both: the whole input
+    (up to 4 KiB), UTF-8, one UUID with optional surrounding whitespace."""
     try:
         if source == "-":
-            text = sys.stdin.readline()
+            data = sys.stdin.buffer.read(_MAX_TOKEN_FILE + 1)
         else:
-            with open(source, encoding="utf-8") as f:
-                text = f.read(4096)
+            with open(source, "rb") as f:
+                data = f.read(_MAX_TOKEN_FILE + 1)
     except OSError as err:
         raise HostError(f"cannot read the VF token from {source}",
                         errno=err.errno) from err
+    where = "stdin" if source == "-" else source
+    if len(data) > _MAX_TOKEN_FILE:
+        raise UsageError(f"{where} is too large to hold a VF token",
+                         hint="give a file that holds only the UUID")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{where} is not UTF-8 text (the value is not shown)",
+                         hint="give a file that holds only the UUID") from None
     return VfToken.parse(text)
 
 
@@ -51,16 +66,15 @@ def _read_token_file(source: str) -> VfToken:
 @click.option("--uuid", "uuid_text", metavar="UUID", default=None,
               help="The token on the command line (visible in shell history and ps: "
               "prefer --uuid-file).")
+@dry_run_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 @click.pass_obj
 def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str | None,
-                  as_json: bool) -> None:
+                  dry_run: bool, as_json: bool) -> None:
     """Set the VF token of PF (default: a fresh random UUID) and store it (0600).
 
     VFs already open keep working; new VF opens need the new token.
     """
-    from vfioctl.vfio.token import set_token
-
     if uuid_file is not None and uuid_text is not None:
         raise UsageError("give the token with --uuid-file or --uuid, not both")
     token: VfToken | None = None
@@ -69,11 +83,14 @@ def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str |
         token = VfToken.parse(uuid_text)
     elif uuid_file is not None:
         token = _read_token_file(uuid_file)
-    from vfioctl.manager import HostdevManager
-
-    for rec in HostdevManager(ctx.host).recover():
+    mgr = manager(ctx)
+    if dry_run:
+        show_outcome(ctx, mgr.plan_token_set(pf, token), None, as_json)
+        return
+    done = mgr.set_token(pf, token)
+    for rec in done.report.recovered:
         click.echo(f"vfioctl: {rec.describe()}", err=True)
-    stored, path = set_token(ctx.host, pf, token)
+    stored, path = done.stored, done.file
     if as_json:
         print_json({"pf": str(stored.pf), "set_at": stored.set_at, "file": str(path),
                     "generated": token is None})
@@ -92,9 +109,7 @@ def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str |
 @click.pass_obj
 def token_show_cmd(ctx: Context, pf: str, reveal: bool, as_json: bool) -> None:
     """Show whether vfioctl has PF's VF token and whether it is still current."""
-    from vfioctl.vfio.token import show_token
-
-    status = show_token(ctx.host, pf)
+    status = manager(ctx).token_status(pf)
     if as_json:
         print_json(status.to_json(reveal=reveal))
         return
@@ -119,9 +134,7 @@ def token_show_cmd(ctx: Context, pf: str, reveal: bool, as_json: bool) -> None:
 @click.pass_obj
 def token_check_cmd(ctx: Context, vf: str, no_token: bool, as_json: bool) -> None:
     """Open VF through VFIO with its PF's stored token, read its info, close it."""
-    from vfioctl.vfio.token import check_vf
-
-    result = check_vf(ctx.host, vf, use_token=not no_token)
+    result = manager(ctx).check_vf(vf, use_token=not no_token)
     if as_json:
         print_json(result.to_json())
         return
@@ -137,7 +150,5 @@ def token_check_cmd(ctx: Context, vf: str, no_token: bool, as_json: bool) -> Non
 @click.pass_obj
 def token_forget_cmd(ctx: Context, pf: str) -> None:
     """Delete vfioctl's copy of PF's token (the kernel keeps its token)."""
-    from vfioctl.vfio.token import forget_token
-
-    gone = forget_token(ctx.host, pf)
+    gone = manager(ctx).forget_token(pf)
     click.echo(f"PF {pf}: " + ("stored VF token deleted" if gone else "no VF token stored"))

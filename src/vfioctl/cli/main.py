@@ -77,7 +77,7 @@ class Context:
     @property
     def host(self) -> Any:
         if self._host is None:
-            from vfioctl.host import open_host
+            from vfioctl.hosts import open_host
 
             self._host = open_host(self.host_spec)
             _recover_first(self._host)
@@ -88,7 +88,9 @@ def _recover_first(host: Any) -> None:
     """Any command first finishes or rolls back what a dead vfioctl left half-done.
 
     Only when this host has vfioctl state at all: a host vfioctl never changed pays
-    nothing (no sqlite import, no lock).
+    nothing (no sqlite import, no lock). Readers never wait for a live writer: the
+    manager asks whether a journal is unfinished *and* its writer dead without blocking,
+    and only then takes the lock.
     """
     state_dir = host.state_dir
     if host.readonly or state_dir is None or not (state_dir / "vfioctl.db").exists():
@@ -96,14 +98,26 @@ def _recover_first(host: Any) -> None:
     from vfioctl.errors import PermissionDenied
     from vfioctl.manager import HostdevManager
 
+    mgr = HostdevManager(host)
     try:
-        recovered = HostdevManager(host).recover()
+        if not mgr.needs_recovery():
+            return
+        recovered = mgr.recover()
     except PermissionDenied:
         click.echo("vfioctl: warning: cannot check for an interrupted operation "
                    f"(no access to {state_dir}); run vfioctl as root", err=True)
         return
     for rec in recovered:
         click.echo(f"vfioctl: {rec.describe()}", err=True)
+
+
+def _error_line(message: str, hint: str | None) -> str:
+    from vfioctl.cli.echo import one_line
+
+    line = f"vfioctl: error: {one_line(message)}"
+    if hint:
+        line += f"; {one_line(hint)}"
+    return line
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,16 +157,19 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         # One line: what is wrong, then what to do.
-        line = f"vfioctl: error: {err}"
-        if err.hint:
-            line += f"; {err.hint}"
-        click.echo(line, err=True)
+        click.echo(_error_line(str(err), err.hint), err=True)
         return err.exit_code
     except click.exceptions.Abort:
         click.echo("vfioctl: aborted", err=True)
         return 1
+    except click.UsageError as err:
+        # click's own three-line form ("Usage: …", "Try …", "Error: …") as our one line
+        where = err.ctx.command_path if err.ctx is not None else "vfioctl"
+        click.echo(_error_line(err.format_message().rstrip("."),
+                               f"see '{where} --help'"), err=True)
+        return err.exit_code
     except click.ClickException as err:
-        err.show()
+        click.echo(_error_line(err.format_message(), None), err=True)
         return err.exit_code
     except click.exceptions.Exit as err:
         return int(err.exit_code)
@@ -167,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # the last line of defence: no traceback without --debug
         if debug:
             raise
+        from vfioctl.cli.echo import one_line
+
         click.echo(
-            f"vfioctl: internal error: {type(err).__name__}: {err} (rerun with --debug)",
-            err=True,
+            f"vfioctl: internal error: {type(err).__name__}: {one_line(str(err))} "
+            "(rerun with --debug)", err=True,
         )
         return InternalError.exit_code
     return 0

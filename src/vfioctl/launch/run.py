@@ -6,8 +6,9 @@ line, and give the devices back afterwards.
 1. check everything that needs no change: the domain, the QEMU's capabilities, the VF
    tokens against the host (``hostcheck``), unmanaged devices already on vfio-pci, no
    devices still held for this domain, no QEMU of this domain still running;
-2. take the devices: :meth:`HostdevManager.prepare` for the domain's name (managed ones
-   detached to vfio-pci, ``group='allow'`` ones with their whole IOMMU group);
+2. take the devices: one :meth:`HostdevManager.prepare` for the domain's name (managed
+   ones detached to vfio-pci, ``group='allow'`` ones with their whole IOMMU group) —
+   the plan ``--dry-run`` prints is the manager's own (:func:`plan_devices`);
 3. run QEMU paused (``-S``) in its own session, with a QMP socket in a 0700 runtime
    directory, stdout/stderr to a 0600 log there;
 4. over QMP: ``device_add`` each token-bearing device (the token exists only inside
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vfioctl.address import PciAddress
 from vfioctl.conf.parse import DomainDocument
 from vfioctl.errors import NotDetached, OperationInvalid, VfioctlError
 from vfioctl.host.base import Host
@@ -48,10 +50,8 @@ from vfioctl.launch.plan import (
     runtime_dir,
 )
 from vfioctl.launch.qmp import QemuError, QmpCommand, SendHook, run_commands
-from vfioctl.manager import Action, HostdevManager, Report
-from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
-from vfioctl.pci.driver import is_bridge
-from vfioctl.pci.iommu import IommuGroup
+from vfioctl.manager import Action, HostdevManager, Plan, Report
+from vfioctl.pci.device import VFIO_DRIVER, get_device
 from vfioctl.qemu.argv import format_props_json
 from vfioctl.qemu.caps import QemuCaps
 from vfioctl.qemu.props import Props
@@ -124,37 +124,33 @@ def check_start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
     return plan
 
 
+def _prepare_request(plan: StartPlan) -> tuple[list[PciAddress], set[PciAddress]]:
+    """The domain's hostdevs as one manager request: every device, and the ones whose
+    whole IOMMU group comes with them (``group='allow'``)."""
+    addrs = [a for call in plan.prepare for a in call.addrs]
+    group = {a for call in plan.prepare if call.group for a in call.addrs}
+    return addrs, group
+
+
+def plan_devices(host: Host, plan: StartPlan) -> Plan:
+    """The manager's own plan for taking the domain's devices (what :func:`start` then
+    executes); changes nothing."""
+    addrs, group = _prepare_request(plan)
+    return HostdevManager(host).plan_prepare(plan.name, addrs, group=group)
+
+
 def describe_start(host: Host, plan: StartPlan) -> list[str]:
-    """The plan for people (``--dry-run``): manager actions, QEMU argv, QMP commands —
-    tokens redacted. Reads the host; changes nothing."""
+    """The plan for people (``--dry-run``): the manager's plan, QEMU argv, QMP commands —
+    tokens redacted. Reads the host; changes nothing.
+
+    Raises:
+        The manager's refusal, exactly as :func:`start` would raise it.
+    """
+    devices = plan_devices(host, plan)
+    devices.check()
     lines = [f"domain {plan.name}: devices held for owner '{plan.name}' on host {host.name}"]
     lines.append("manager (prepare, in this order):")
-    for call in plan.prepare:
-        for addr in call.addrs:
-            dev = PciDevice(host, addr)
-            current = dev.driver or "no driver"
-            if not call.managed:
-                lines.append(f"  {addr}: managed='no', on {current}: claimed as is")
-            elif current == VFIO_DRIVER:
-                lines.append(f"  {addr}: already on vfio-pci: claimed")
-            else:
-                lines.append(f"  {addr}: {current} -> vfio-pci (managed, given back by "
-                             f"'vfioctl release {plan.name}')")
-            if call.group and dev.iommu_group is not None:
-                for member in IommuGroup(host, dev.iommu_group).devices():
-                    if member.addr in call.addrs:
-                        continue
-                    drv = member.driver or "no driver"
-                    if is_bridge(member):
-                        what = f"left alone (a bridge, on {drv})"
-                    elif member.driver in ("pcieport", "pci-stub"):
-                        what = f"left alone on {drv}"
-                    elif member.driver == VFIO_DRIVER:
-                        what = "already on vfio-pci"
-                    else:
-                        what = f"{drv} -> vfio-pci"
-                    lines.append(f"    group {dev.iommu_group} (group='allow'): "
-                                 f"{member.addr}: {what}")
+    lines += [f"  {line}" for line in devices.describe()]
     lines.append(f"QEMU command line ({plan.caps_source}):")
     lines += [f"  {arg}" for arg in plan.argv]
     lines.append(f"QMP on {plan.qmp_socket}:")
@@ -203,10 +199,10 @@ def start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
     # Step 2: take the devices (each prepare is all-or-nothing; earlier ones are undone
     # by release below).
     actions: list[Action] = []
+    addrs, group = _prepare_request(plan)
     try:
-        for call in plan.prepare:
-            report = mgr.prepare(name, call.addrs, group=call.group)
-            actions += report.actions
+        if addrs:
+            actions += mgr.prepare(name, addrs, group=group).actions
     except BaseException as err:
         _undo_prepare(mgr, name, err)
         raise

@@ -22,13 +22,13 @@ with the device and the step, into :class:`vfioctl.errors.HostError`.
 from __future__ import annotations
 
 import errno
-import time
 from pathlib import PurePosixPath
 from typing import Final
 
 from vfioctl.errors import DriverNotFound, HostError, ReadOnlyHost, wrap_oserror
 from vfioctl.host.base import PCI_BUS, PCI_DRIVERS, Host
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice
+from vfioctl.pci.settle import wait_until
 
 #: Drivers vfioctl parks a device on: both take it away from the host and keep a VFIO
 #: group viable (vfio-pci gives userspace the device; pci-stub is the seed's "extra
@@ -38,11 +38,6 @@ HOLDING_DRIVERS: Final = frozenset({VFIO_DRIVER, "pci-stub"})
 #: ``to_driver`` meaning "whatever the kernel picks": used to give back a device vfioctl
 #: did not detach, whose original driver it therefore does not know.
 ANY_DRIVER: Final = "*"
-
-#: How long to wait for a ``driver`` link to appear after a bind or probe. Probing is
-#: synchronous for ``bind`` and ``drivers_probe`` writes, but a real host may still be
-#: settling (udev, a slow firmware load); the simulator never needs it.
-SETTLE_SECONDS: float = 1.0
 
 _DRIVERS_PROBE = PCI_BUS / "drivers_probe"
 # The kernel refuses ``driver_override`` values longer than this (PAGE_SIZE - 1 would be
@@ -247,8 +242,5 @@ def _settled_driver(dev: PciDevice, want: str | None) -> str | None:
     got = dev.driver
     if got == want or want is None or got is not None:
         return got
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while got is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        got = dev.driver
-    return got
+    wait_until(lambda: dev.driver is not None)
+    return dev.driver

@@ -1,5 +1,4 @@
-"""Mechanics and policy of SR-IOV: a PF's VFs, ``sriov_numvfs``, vfio-pci's
-``enable_sriov``.
+"""Mechanics of SR-IOV: a PF's VFs, ``sriov_numvfs``, vfio-pci's ``enable_sriov``.
 
 The kernel's rules (``Documentation/ABI/testing/sysfs-bus-pci``, ``drivers/pci/iov.c``,
 ``drivers/vfio/pci/vfio_pci.c``; KERNEL.md "SR-IOV with a vfio-pci PF"):
@@ -11,16 +10,14 @@ The kernel's rules (``Documentation/ABI/testing/sysfs-bus-pci``, ``drivers/pci/i
 - VFs of a vfio-pci PF get ``driver_override=vfio-pci`` and bind to vfio-pci, and open
   only with the PF's VF token.
 
-:func:`change_numvfs` runs under the host's writer lock (:mod:`vfioctl.state`, the lock
-``detach``/``reattach`` take), refuses while vfioctl holds a VF for an owner or a VF's
-IOMMU group is open by a VFIO user (the kernel would block a ``0`` write on it), and
-turns ``enable_sriov`` on only when the caller says the user agreed to what it means.
+The policy (who may change a PF's VFs, the journal, refusing while a VF is held or open
+by a VFIO user, asking before ``enable_sriov`` is turned on) is the manager's
+(:mod:`vfioctl.manager.sriov`); this module only reads and writes.
 """
 
 from __future__ import annotations
 
 import errno
-import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Final
@@ -29,14 +26,13 @@ from vfioctl.address import PciAddress
 from vfioctl.errors import (
     DeviceInUse,
     OperationInvalid,
-    ReadOnlyHost,
     UsageError,
     VfsEnabled,
     wrap_oserror,
 )
-from vfioctl.host.base import DEV_VFIO, Host
+from vfioctl.host.base import Host
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
-from vfioctl.state import StateStore
+from vfioctl.pci.settle import wait_until
 
 ENABLE_SRIOV: Final = PurePosixPath("sys/module/vfio_pci/parameters/enable_sriov")
 
@@ -51,8 +47,6 @@ ENABLE_SRIOV_NOTICE: Final = (
     "vfio-pci and open only with the PF's VF token ('vfioctl token set PF'), so give them "
     "only to users who trust the PF's driver."
 )
-
-SETTLE_SECONDS: float = 2.0
 
 
 class EnableSriovRequired(OperationInvalid):
@@ -103,15 +97,6 @@ class SriovInfo:
                 "vfs": [vf.to_json() for vf in self.vfs]}
 
 
-@dataclass(frozen=True)
-class SriovChange:
-    """What :func:`change_numvfs` did."""
-
-    before: SriovInfo
-    after: SriovInfo
-    enabled_sriov_param: bool     # turned vfio-pci's enable_sriov on
-
-
 def read_enable_sriov(host: Host) -> bool | None:
     try:
         value = host.read_text(ENABLE_SRIOV).strip()
@@ -142,94 +127,27 @@ def get_sriov(host: Host, addr: PciAddress | str) -> SriovInfo:
                      read_enable_sriov(host))
 
 
-def change_numvfs(host: Host, addr: PciAddress | str, numvfs: int, *,
-                  allow_enable_sriov: bool = False,
-                  lock_timeout: float | None = None) -> SriovChange:
-    """Set a PF's number of VFs, under the host's writer lock.
-
-    Args:
-        addr: the PF.
-        numvfs: 0 removes the VFs; N creates N (from 0 only).
-        allow_enable_sriov: the user agreed to turn on vfio-pci's ``enable_sriov`` (see
-            :data:`ENABLE_SRIOV_NOTICE`) when the PF is bound to vfio-pci.
+def set_enable_sriov(host: Host, on: bool) -> None:
+    """Write vfio-pci's ``enable_sriov`` parameter (global to the module).
 
     Raises:
-        UsageError: ``numvfs`` is negative or above ``sriov_totalvfs``.
-        VfsEnabled: VFs are enabled and ``numvfs`` is another non-zero count.
-        EnableSriovRequired: the PF is on vfio-pci, enable_sriov is N and not allowed.
-        DeviceInUse: vfioctl holds a VF (for an owner), or a VF's group is open.
-        OperationInvalid: no PF driver that can change VFs; not a PF.
-        ReadOnlyHost, Busy: as for every host change.
-        HostError: any other refusal of the kernel.
+        HostError / PermissionDenied: the kernel refused the write.
     """
-    info = get_sriov(host, addr)
-    if host.state_dir is None or host.readonly:
-        raise ReadOnlyHost(f"host {host.name} is read-only: cannot change the VFs of "
-                           f"{info.pf}", hint="use the live host or --host sim:FILE")
-    with StateStore(host.state_dir, timeout=lock_timeout).writer() as w:
-        # Step 1: every check before the first write.
-        info = get_sriov(host, addr)
-        if numvfs < 0 or numvfs > info.sriov_totalvfs:
-            raise UsageError(f"PF {info.pf} supports 0 to {info.sriov_totalvfs} VFs, not "
-                             f"{numvfs}")
-        if numvfs == info.sriov_numvfs:
-            return SriovChange(info, info, False)
-        if info.sriov_numvfs and numvfs:
-            raise VfsEnabled(
-                f"PF {info.pf} already has {info.sriov_numvfs} VFs; the kernel changes the "
-                "count only from or to 0 (EBUSY)",
-                hint=f"set --numvfs 0 first, then --numvfs {numvfs}")
-        if info.driver is None:
-            raise OperationInvalid(f"PF {info.pf} has no driver, and only its driver can "
-                                   "create VFs", hint="bind it to its driver or detach it "
-                                   f"onto vfio-pci ('vfioctl detach {info.pf}')")
-        if info.sriov_numvfs:
-            held = {r.addr: r for r in w.records()}
-            for vf in info.vfs:
-                rec = held.get(vf.addr)
-                if rec is not None:
-                    who = f"'{rec.owner}'" if rec.owner else "vfioctl"
-                    raise DeviceInUse(f"VF {vf.addr} of {info.pf} is held by {who}",
-                                      addr=vf.addr, owner=rec.owner,
-                                      hint=f"release it first ('vfioctl reattach {vf.addr}"
-                                      + (f" --owner {rec.owner}'" if rec.owner else "'")
-                                      + ")")
-                _check_group_closed(host, vf)
-        enabled_param = False
-        if info.userspace_pf and not info.enable_sriov:
-            if not allow_enable_sriov:
-                raise EnableSriovRequired(info.pf)
-            # Step 2: the module parameter (global to vfio-pci; left on, since vfio-pci
-            # also needs it to remove the VFs again).
-            try:
-                host.write(ENABLE_SRIOV, "Y")
-            except OSError as err:
-                raise wrap_oserror(err, "cannot set vfio-pci's enable_sriov",
-                                   path=ENABLE_SRIOV) from err
-            enabled_param = True
-        # Step 3: the count.
-        _write_numvfs(host, info, numvfs)
-        after = _settled(host, info.pf, numvfs)
-    return SriovChange(info, after, enabled_param)
-
-
-def _check_group_closed(host: Host, vf: VfInfo) -> None:
-    """A VF whose group a VFIO user has open would make the kernel *block* the ``0``
-    write until it is closed; refuse instead (an open+close of ``/dev/vfio/N`` probes)."""
-    if vf.iommu_group is None or not host.exists(DEV_VFIO / str(vf.iommu_group)):
-        return
     try:
-        fd = host.open(DEV_VFIO / str(vf.iommu_group))
+        host.write(ENABLE_SRIOV, "Y" if on else "N")
     except OSError as err:
-        if err.errno == errno.EBUSY:
-            raise DeviceInUse(f"VF {vf.addr} is open by a VFIO user (IOMMU group "
-                              f"{vf.iommu_group} is busy)", addr=vf.addr,
-                              hint="stop the guest or application using it first") from err
-        return
-    host.close(fd)
+        raise wrap_oserror(err, "cannot set vfio-pci's enable_sriov",
+                           path=ENABLE_SRIOV) from err
 
 
-def _write_numvfs(host: Host, info: SriovInfo, numvfs: int) -> None:
+def write_numvfs(host: Host, info: SriovInfo, numvfs: int) -> None:
+    """Write ``sriov_numvfs``, mapping the kernel's refusals to what they mean for the
+    PF described by ``info`` (its state before the write).
+
+    Raises:
+        VfsEnabled, DeviceInUse, EnableSriovRequired, OperationInvalid, UsageError,
+        HostError: see the module docstring for which errno means what.
+    """
     path = PciDevice(host, info.pf).path / "sriov_numvfs"
     try:
         host.write(path, str(numvfs))
@@ -255,17 +173,18 @@ def _write_numvfs(host: Host, info: SriovInfo, numvfs: int) -> None:
                            path=path) from err
 
 
-def _settled(host: Host, pf: PciAddress, numvfs: int) -> SriovInfo:
-    """The PF once its VFs exist and have their drivers (probing may lag on a real host)."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
+def settled(host: Host, pf: PciAddress, numvfs: int) -> SriovInfo:
+    """The PF once its VFs exist and have their drivers (probing may lag on a real host,
+    :mod:`vfioctl.pci.settle`)."""
+    def ready() -> bool:
         info = get_sriov(host, pf)
-        ready = len(info.vfs) == numvfs and all(
+        return len(info.vfs) == numvfs and all(
             vf.driver is not None or vf.driver_override is None for vf in info.vfs)
-        if ready or time.monotonic() >= deadline:
-            return info
-        time.sleep(0.05)
+
+    wait_until(ready)
+    return get_sriov(host, pf)
 
 
-__all__ = ["ENABLE_SRIOV_NOTICE", "EnableSriovRequired", "SriovChange",
-           "SriovInfo", "VfInfo", "change_numvfs", "get_sriov", "read_enable_sriov"]
+__all__ = ["ENABLE_SRIOV", "ENABLE_SRIOV_NOTICE", "EnableSriovRequired", "SriovInfo",
+           "VfInfo", "get_sriov", "read_enable_sriov", "set_enable_sriov", "settled",
+           "write_numvfs"]
