@@ -10,6 +10,7 @@ evidence the NIC was detached without ``--force``, taking the address with it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
@@ -129,7 +130,10 @@ def test_cli_detach_refused_with_exit_5_and_nothing_changed(
     root = make_tree(tmp_path / "host", case)
     # Writable, as the live host is; the refusal must come before any write.
     host = LinuxHost(root, readonly=False, state_dir=tmp_path / "state")
-    monkeypatch.setattr("vfioctl.host.open_host", lambda spec=None: host)
+    # where the CLI opens its host (vfioctl.hosts once the backend registry has moved)
+    target = ("vfioctl.hosts.open_host" if importlib.util.find_spec("vfioctl.hosts")
+              else "vfioctl.host.open_host")
+    monkeypatch.setattr(target, lambda spec=None: host)
     before = {p: (p.read_bytes() if not p.is_symlink() else p.readlink())
               for p in (root / NIC_DIR).rglob("*") if p.is_symlink() or p.is_file()}
     assert main(["detach", NIC]) == 5
