@@ -12,32 +12,42 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the documented JSON document instead of a table.")
 
 
+def _echo_json(doc: object) -> None:
+    """The document as ``json.dumps(doc, indent=2)`` would print it, written faster."""
+    from vfioctl.model.jsontext import dumps
+
+    click.echo(dumps(doc))
+
+
+def _hex(value: int | None, width: int) -> str:
+    return "-" if value is None else f"{value:0{width}x}"
+
+
 @click.command("list")
 @json_option
 @click.pass_obj
 def list_cmd(ctx: Context, as_json: bool) -> None:
     """List PCI functions: ids, class, driver, IOMMU group, SR-IOV links."""
-    from vfioctl.inventory import list_records
+    from vfioctl.model.device import list_devices
 
-    records = list_records(ctx.host)
+    devices = list_devices(ctx.host)
     if as_json:
-        print_json(records)
+        _echo_json([d.to_json() for d in devices])
         return
     from vfioctl.pci.ids import class_name, load_pci_ids
 
     ids = load_pci_ids()
     rows = []
-    for r in records:
-        vendor, device = int(r["vendor"], 16), int(r["device"], 16)
-        name = ids.describe(vendor, device) if ids else ""
+    for d in devices:
+        name = ids.describe(d.vendor, d.device) if ids else ""
         sriov = ""
-        if r["physfn"]:
-            sriov = f"VF of {r['physfn']}"
-        elif r["sriov_totalvfs"]:
-            sriov = f"PF {r['sriov_numvfs']}/{r['sriov_totalvfs']} VFs"
-        rows.append([r["address"], f"{r['vendor']}:{r['device']}",
-                     class_name(int(r["class"], 16)), dash(r["driver"]),
-                     dash(r["iommu_group"]), sriov, name])
+        if d.physfn is not None:
+            sriov = f"VF of {d.physfn}"
+        elif d.sriov_totalvfs:
+            sriov = f"PF {d.sriov_numvfs}/{d.sriov_totalvfs} VFs"
+        rows.append([str(d.address), f"{d.vendor:04x}:{d.device:04x}",
+                     class_name(d.class_code), dash(d.driver), dash(d.iommu_group),
+                     sriov, name])
     print_table(["ADDRESS", "ID", "CLASS", "DRIVER", "GROUP", "SR-IOV", "NAME"], rows)
 
 
@@ -50,11 +60,11 @@ def groups_cmd(ctx: Context, as_json: bool) -> None:
     A group is viable when every member is driverless or bound to vfio-pci, a vfio
     variant driver, pci-stub or pcieport (the kernel's DMA-ownership rule).
     """
-    from vfioctl.inventory import group_records
+    from vfioctl.model.groups import list_groups
     from vfioctl.pci.iommu import iommu_status
 
-    records = group_records(ctx.host)
-    if not records:
+    groups = list_groups(ctx.host)
+    if not groups:
         status = iommu_status(ctx.host)
         if as_json:
             print_json([])
@@ -62,23 +72,13 @@ def groups_cmd(ctx: Context, as_json: bool) -> None:
                    err=as_json)
         return
     if as_json:
-        print_json(records)
+        _echo_json([g.to_json() for g in groups])
         return
-    from vfioctl.pci.device import PciDevice
-
     rows = []
-    for g in records:
-        members = []
-        for name in g["devices"]:
-            drv = PciDevice(ctx.host, _addr(name)).driver
-            members.append(f"{name} ({drv or 'no driver'})")
-        verdict = "yes" if g["viable"] else "no"
-        rows.append([str(g["group"]), verdict, ", ".join(members)])
+    for g in groups:
+        members = ", ".join(f"{m.address} ({m.driver or 'no driver'})" for m in g.members)
+        rows.append([str(g.number), "yes" if g.viable else "no", members])
     print_table(["GROUP", "VIABLE", "DEVICES (DRIVER)"], rows)
-
-
-def _addr(name: str) -> PciAddress:
-    return PciAddress.parse(name)
 
 
 @click.command("show")
@@ -87,43 +87,42 @@ def _addr(name: str) -> PciAddress:
 @click.pass_obj
 def show_cmd(ctx: Context, address: str, as_json: bool) -> None:
     """Everything known about one PCI function: ids, driver, group, path, capabilities."""
-    from vfioctl.inventory import show_record
+    from vfioctl.model.detail import get_device_info
 
     addr = PciAddress.parse(address)
-    doc = show_record(ctx.host, addr)
+    d = get_device_info(ctx.host, addr)
     if as_json:
-        print_json(doc)
+        _echo_json(d.to_json())
         return
     from vfioctl.pci.ids import class_name, load_pci_ids
 
     ids = load_pci_ids()
-    vendor, device = int(doc["vendor"], 16), int(doc["device"], 16)
+    ident = f"{d.vendor:04x}:{d.device:04x}"
     lines = [
-        ("address", doc["address"]),
-        ("name", ids.describe(vendor, device) if ids else f"{doc['vendor']}:{doc['device']}"),
-        ("ids", f"{doc['vendor']}:{doc['device']} subsystem "
-                f"{dash(doc['subsystem_vendor'])}:{dash(doc['subsystem_device'])} "
-                f"rev {dash(doc['revision'])}"),
-        ("class", f"{doc['class']} ({class_name(int(doc['class'], 16))})"),
-        ("driver", dash(doc["driver"])),
-        ("driver_override", dash(doc["driver_override"])),
-        ("iommu_group", dash(doc["iommu_group"])),
-        ("group peers", ", ".join(doc["group_peers"]) or "-"),
-        ("numa_node", dash(doc["numa_node"])),
-        ("path to root", " > ".join(doc["path"]) or "(root bus)"),
-        ("pcie", dash(doc["pcie_port_type"])),
-        ("reset_method", " ".join(doc["reset_method"] or []) or "-"),
+        ("address", str(d.address)),
+        ("name", ids.describe(d.vendor, d.device) if ids else ident),
+        ("ids", f"{ident} subsystem "
+                f"{_hex(d.subsystem_vendor, 4)}:{_hex(d.subsystem_device, 4)} "
+                f"rev {_hex(d.revision, 2)}"),
+        ("class", f"{d.class_code:06x} ({class_name(d.class_code)})"),
+        ("driver", dash(d.driver)),
+        ("driver_override", dash(d.driver_override)),
+        ("iommu_group", dash(d.iommu_group)),
+        ("group peers", ", ".join(map(str, d.group_peers)) or "-"),
+        ("numa_node", dash(d.numa_node)),
+        ("path to root", " > ".join(map(str, d.path)) or "(root bus)"),
+        ("pcie", dash(d.pcie_port_type)),
+        ("reset_method", " ".join(d.reset_method or ()) or "-"),
     ]
-    if doc["acs"]:
-        acs = doc["acs"]
-        lines.append(("acs", f"cap {' '.join(acs['capability']) or '-'}; "
-                             f"ctrl {' '.join(acs['control']) or '-'}"))
-    if doc["sriov_totalvfs"] is not None:
-        lines.append(("sr-iov", f"{doc['sriov_numvfs']}/{doc['sriov_totalvfs']} VFs: "
-                                f"{', '.join(doc['virtfns']) or 'none'}"))
-    if doc["physfn"]:
-        lines.append(("physfn", doc["physfn"]))
-    caps = ", ".join(c["name"] for c in doc["capabilities"])
+    if d.acs is not None:
+        lines.append(("acs", f"cap {' '.join(sorted(d.acs.capability)) or '-'}; "
+                             f"ctrl {' '.join(sorted(d.acs.control)) or '-'}"))
+    if d.sriov_totalvfs is not None:
+        lines.append(("sr-iov", f"{d.sriov_numvfs}/{d.sriov_totalvfs} VFs: "
+                                f"{', '.join(map(str, d.virtfns)) or 'none'}"))
+    if d.physfn is not None:
+        lines.append(("physfn", str(d.physfn)))
+    caps = ", ".join(c.name for c in d.capabilities)
     lines.append(("capabilities", caps or "-"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:

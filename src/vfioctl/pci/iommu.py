@@ -2,9 +2,9 @@
 
 Groups are read from ``sys/kernel/iommu_groups/N/devices`` — the kernel decides them;
 vfioctl only explains them (see :mod:`vfioctl.explain`). Viability follows the kernel's
-DMA-ownership rule (KERNEL.md "Group viability"): a group can be used through VFIO only
-when every member is driverless or bound to vfio-pci / a vfio variant driver, pci-stub or
-pcieport.
+DMA-ownership rule (docs/kernel.md "DMA ownership and group viability"): a group can be
+used through VFIO only when every member is driverless or bound to vfio-pci / a vfio
+variant driver, pci-stub or pcieport.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from vfioctl.address import PciAddress
 from vfioctl.errors import GroupNotFound
 from vfioctl.host.base import IOMMU_GROUPS, Host
-from vfioctl.pci.device import PciDevice
+from vfioctl.pci.device import PciDevice, driver_is_vfio_safe, sorted_addresses
 
 _CLASS_IOMMU = PurePosixPath("sys/class/iommu")
 _PROC_CMDLINE = PurePosixPath("proc/cmdline")
@@ -44,7 +44,7 @@ class IommuGroup:
             names = self.host.listdir(IOMMU_GROUPS / str(self.number) / "devices")
         except FileNotFoundError as err:
             raise GroupNotFound(self.number) from err
-        return sorted(PciAddress.parse(n) for n in names)
+        return sorted_addresses(names)
 
     def devices(self) -> list[PciDevice]:
         return [PciDevice(self.host, a) for a in self.members]
@@ -53,8 +53,9 @@ class IommuGroup:
         """Members bound to a driver that claims DMA ownership, in address order."""
         found = []
         for dev in self.devices():
-            if not dev.vfio_safe:
-                found.append(Blocker(dev.addr, dev.driver or ""))
+            driver = dev.driver
+            if not driver_is_vfio_safe(dev, driver):
+                found.append(Blocker(dev.addr, driver or ""))
         return found
 
     @property
