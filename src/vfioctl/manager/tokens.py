@@ -214,7 +214,9 @@ def apply_step(host: Host, store: TokenStore, step: Step, *, forward: bool) -> s
         maybe_current.append(staged.token)
     try:
         _set_kernel_token(host, pf, staged.token, maybe_current)
-    except BaseException:
+    except Exception:
+        # The kernel refused: it kept its token. (A death here runs no handler: the
+        # staged file stays for recovery, which completes the set.)
         store.discard_staged(staged_name)
         raise
     try:
