@@ -76,7 +76,8 @@ def test_host_in_use_is_refused_with_one_line(ws: Path) -> None:
     assert (code, out) == (5, "")
     assert err == (
         "vfioctl: error: devices are in use by the host: 0000:04:00.0 (interface enp4s0 is "
-        "up with routes), 0000:05:00.0 (disk sda: sda1 is mounted on /boot/efi, sda2 holds "
+        "up with address 192.168.1.23/24 and routes), 0000:05:00.0 (disk sda: sda1 is "
+        "mounted on /boot/efi, sda2 holds "
         "the root filesystem /); stop using them first, or pass --force to detach anyway\n")
 
 
