@@ -93,7 +93,8 @@ def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str |
     stored, path = done.stored, done.file
     if as_json:
         print_json({"pf": str(stored.pf), "set_at": stored.set_at, "file": str(path),
-                    "generated": token is None})
+                    "generated": token is None,
+                    "actions": [a.to_json() for a in done.report.actions]})
         return
     made = "a new random VF token" if token is None else "the given VF token"
     click.echo(f"PF {stored.pf}: set {made}; stored in {path} (mode 0600)")
