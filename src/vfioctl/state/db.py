@@ -2,15 +2,26 @@
 
 One SQLite database (stdlib ``sqlite3``) per host, ``STATE_DIR/vfioctl.db``, beside a
 lock file ``STATE_DIR/vfioctl.lock``. The directory is created 0700: it tells who owns
-which device, and later holds VF tokens.
+which device, and holds VF tokens. Everything in it is opened so that no other user can
+plant or redirect it (:mod:`vfioctl.state.secure`; refusals are
+:class:`~vfioctl.state.secure.StateUnsafe`, exit 77).
 
 **One writer at a time.** A writer holds an exclusive ``flock`` on the lock file for a
 whole operation (recovery, checks, every sysfs write, the final bookkeeping), not only
 for one SQL transaction, because the host's sysfs is part of what it changes. Waiting
 callers poll for the lock up to a timeout (``VFIOCTL_LOCK_TIMEOUT`` seconds, default 10)
 and then get :class:`vfioctl.errors.Busy`. The kernel drops a dead process's flock, so a
-crash never leaves the host locked. SQLite's own locking (busy timeout) only guards the
-short transactions, e.g. a reader against a writer.
+crash never leaves the host locked (:mod:`vfioctl.state.lock`).
+
+**Creation.** The database is created by a writer's first write, never by taking the
+lock or reading; ``writer(defer=True)`` does not even create the directory until then
+(:mod:`vfioctl.state.session` says why that is sound).
+
+**Readers never wait for writers.** :meth:`StateStore.read_records` and
+:meth:`StateStore.needs_recovery` take no lock and create nothing; the database is in
+WAL mode, so they read the last commit while a writer works (:mod:`vfioctl.state.dbfile`).
+A reader that may not read the state gets
+:class:`~vfioctl.state.secure.StateUnreadable`, to report "cannot tell".
 
 **The journal.** A host-changing operation writes, each in its own committed
 transaction *before* the sysfs writes it describes:
@@ -25,7 +36,8 @@ transaction *before* the sysfs writes it describes:
 
 A ``running`` journal seen by the lock holder belongs to a dead writer (only the lock
 holder writes journals), so the manager recovers it: back to each step's *from* state,
-or on to its *to* state when ``forward`` is set (see :mod:`vfioctl.manager`).
+or on to its *to* state when ``forward`` is set (see :mod:`vfioctl.manager`). A reader
+that sees one tells a dead writer from a live one by trying the lock without waiting.
 
 A record stores only what vfioctl decided (owner, original driver), never what can be
 re-read from sysfs (STYLE Part 3 #8).
@@ -34,12 +46,9 @@ re-read from sysfs (STYLE Part 3 #8).
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -48,59 +57,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from vfioctl.address import PciAddress
-from vfioctl.errors import Busy, HostError, wrap_oserror
+from vfioctl.errors import HostError, PermissionDenied, VfioctlError
+from vfioctl.state.dbfile import DB_NAME, connect_reader, db_error
+from vfioctl.state.lock import LOCK_NAME, open_lock, try_lock
+from vfioctl.state.schema import has_schema
+from vfioctl.state.secure import StateUnreadable, open_state_dir
+from vfioctl.state.session import WriterSession
 
-DB_NAME: Final = "vfioctl.db"
-LOCK_NAME: Final = "vfioctl.lock"
 DEFAULT_LOCK_TIMEOUT: Final = 10.0
-_POLL_SECONDS = 0.02
-_SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    address           TEXT PRIMARY KEY,
-    iommu_group       INTEGER,
-    driver            TEXT NOT NULL,    -- the holding driver: vfio-pci or pci-stub
-    moved             INTEGER NOT NULL, -- 1: vfioctl detached it and knows its original
-    original_driver   TEXT,             -- NULL: it had no driver
-    original_override TEXT,
-    owner             TEXT,             -- NULL: held for nobody in particular
-    managed           INTEGER NOT NULL, -- 1: release(owner) reattaches it
-    since             TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS journal (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    op       TEXT NOT NULL,
-    owner    TEXT,
-    state    TEXT NOT NULL,             -- running | done | rolled-back | rolled-forward
-    forward  INTEGER NOT NULL DEFAULT 0,
-    pid      INTEGER NOT NULL,
-    started  TEXT NOT NULL,
-    finished TEXT,
-    changes  TEXT NOT NULL              -- JSON {"upsert": [record…], "delete": [addr…]}
-);
-CREATE TABLE IF NOT EXISTS steps (
-    journal_id    INTEGER NOT NULL REFERENCES journal(id),
-    seq           INTEGER NOT NULL,
-    address       TEXT NOT NULL,
-    from_driver   TEXT,
-    from_override TEXT,
-    to_driver     TEXT,
-    to_override   TEXT,
-    phase         TEXT NOT NULL,        -- planned | moving | moved | restored
-    kind          TEXT NOT NULL DEFAULT 'bind',  -- StepKind
-    from_value    TEXT,                 -- numvfs / enable_sriov / token steps
-    to_value      TEXT,
-    PRIMARY KEY (journal_id, seq)
-);
-"""
-
-# Version 1 databases (vfioctl 0.1.0) had only bind steps.
-_MIGRATE_1_TO_2 = """
-ALTER TABLE steps ADD COLUMN kind TEXT NOT NULL DEFAULT 'bind';
-ALTER TABLE steps ADD COLUMN from_value TEXT;
-ALTER TABLE steps ADD COLUMN to_value TEXT;
-"""
+__all__ = ["DB_NAME", "DEFAULT_LOCK_TIMEOUT", "LOCK_NAME", "DeviceRecord", "Journal",
+           "JournalState", "Phase", "StateStore", "StateWriter", "Step", "StepKind",
+           "lock_timeout_from_env", "now"]
 
 
 def now() -> str:
@@ -212,8 +180,10 @@ class Journal:
 class StateStore:
     """The state of one host: its directory, lock and database.
 
-    Raises (from every method): HostError/PermissionDenied when the directory or database
-    cannot be created or read; Busy when another writer does not let go in time.
+    Constructing one does no I/O. Raises (from every method): StateUnsafe when the
+    directory or a file in it could have been planted or redirected; PermissionDenied
+    when this user may not use it; HostError when it is unusable; Busy when another
+    writer does not let go in time.
     """
 
     def __init__(self, directory: Path, *, timeout: float | None = None) -> None:
@@ -228,121 +198,174 @@ class StateStore:
     def lock_path(self) -> Path:
         return self.directory / LOCK_NAME
 
-    def _ensure_dir(self) -> None:
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as err:
-            raise wrap_oserror(err, f"cannot create state directory {self.directory}",
-                               path=self.directory) from err
-
-    def _connect(self) -> sqlite3.Connection:
-        self._ensure_dir()
-        try:
-            conn = sqlite3.connect(self.db_path, timeout=max(self.timeout, 0.1),
-                                   isolation_level=None)
-        except sqlite3.Error as err:
-            raise _db_error(err, self.db_path) from err
-        try:
-            conn.row_factory = sqlite3.Row
-            # WAL + synchronous=NORMAL: a commit survives the death of the process (what
-            # the journal is for) without an fsync per journal step; only a power loss
-            # can drop the last commits, and a power loss resets the kernel's driver
-            # bindings too (and /run, where a real host keeps this, is tmpfs).
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < _SCHEMA_VERSION:
-                _migrate(conn, version)
-        except sqlite3.Error as err:
-            conn.close()
-            raise _db_error(err, self.db_path) from err
-        return conn
-
     @contextlib.contextmanager
-    def writer(self) -> Iterator[StateWriter]:
-        """Hold the host's writer lock (waiting up to ``timeout``) and a connection.
+    def writer(self, *, defer: bool = False) -> Iterator[StateWriter]:
+        """Hold the host's writer lock (waiting up to ``timeout``).
 
-        The lock is released on any exit, including a crash-like BaseException: that is
-        what the kernel does for a dead process, and the journal stays as written.
+        The directory and lock file are created now (``defer``: only at the first write,
+        :mod:`vfioctl.state.session`), the database only at the first write. The lock is
+        released on any exit, including a crash-like BaseException: that is what the
+        kernel does for a dead process, and the journal stays as written.
 
         Raises:
             Busy: if another vfioctl holds the lock for longer than ``timeout``.
+            StateUnsafe, PermissionDenied: see the class.
         """
-        self._ensure_dir()
+        session = WriterSession(self.directory, self.timeout, defer=defer)
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as err:
-            raise wrap_oserror(err, f"cannot open lock file {self.lock_path}",
-                               path=self.lock_path) from err
-        try:
-            self._acquire(fd)
-            conn = self._connect()
-            try:
-                yield StateWriter(conn, self.db_path)
-            finally:
-                conn.close()
+            session.start()
+            yield StateWriter(None, self.db_path, session=session)
         finally:
-            os.close(fd)  # closing the only descriptor drops the flock
-
-    def _acquire(self, fd: int) -> None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise wrap_oserror(err, f"cannot lock {self.lock_path}",
-                                       path=self.lock_path) from err
-            if time.monotonic() >= deadline:
-                raise Busy(
-                    "another vfioctl is changing this host; try again",
-                    hint=f"it held {self.lock_path} for more than {self.timeout:g} s "
-                    "(VFIOCTL_LOCK_TIMEOUT sets how long to wait)",
-                )
-            time.sleep(_POLL_SECONDS)
+            session.close()
 
     def read_records(self) -> list[DeviceRecord]:
-        """The records, without taking the writer lock (a consistent SQLite snapshot)."""
-        if not self.db_path.exists():
-            return []
-        conn = self._connect()
+        """The records as of the last commit: no lock, nothing created, no waiting for a
+        writer. [] when there is no state.
+
+        Raises:
+            StateUnreadable: this user may not read the state (or it is unsafe).
+            HostError: the database is damaged.
+        """
+        return sorted((_record(r, self.db_path)
+                       for r in self._read("SELECT * FROM devices")),
+                      key=lambda rec: rec.addr)
+
+    def needs_recovery(self) -> bool:
+        """Whether a dead writer left an operation unfinished, found without waiting.
+
+        False when there is no state, no ``running`` journal, or a live writer holds the
+        lock (its journal is in progress, not interrupted); True when the lock is free
+        and the journal is still running once it was taken. The lock is let go at once.
+
+        Raises:
+            StateUnreadable: this user cannot tell (it may not read the database, or a
+                journal is running and it may not open the lock file: only root can).
+            HostError: the database is damaged.
+        """
+        if not self._has_running_journal():
+            return False
         try:
-            return StateWriter(conn, self.db_path).records()
-        finally:
-            conn.close()
+            return self._lock_is_free() and self._has_running_journal()
+        except PermissionDenied as err:
+            if isinstance(err, StateUnreadable):
+                raise
+            raise StateUnreadable(
+                "an operation on this host is unfinished or still in progress, and this "
+                f"user cannot tell which ({err.message})", path=err.path,
+                hint="run vfioctl as root: it finishes or rolls back an interrupted "
+                "operation") from err
+
+    # -- the read side --------------------------------------------------------------------
+    def _has_running_journal(self) -> bool:
+        return bool(self._read("SELECT id FROM journal WHERE state='running' LIMIT 1"))
+
+    def _read(self, sql: str) -> list[sqlite3.Row]:
+        """Rows of one query against the last commit."""
+        with _as_reader():
+            d = open_state_dir(self.directory, create=False)
+            if d is None:
+                return []
+            with d:
+                conn = connect_reader(d, timeout=self.timeout)
+                if conn is None:
+                    return []
+                try:
+                    return list(conn.execute(sql)) if has_schema(conn) else []
+                except sqlite3.Error as err:
+                    raise db_error(err, self.db_path, reader=True) from err
+                finally:
+                    conn.close()
+
+    def _lock_is_free(self) -> bool:
+        """Try the writer lock without waiting, and let it go again at once."""
+        d = open_state_dir(self.directory, create=False)
+        if d is None:
+            return True
+        with d:
+            fd = open_lock(d, create=False)
+            if fd is None:
+                return True         # nobody can hold a lock on a file that is not there
+            try:
+                return try_lock(fd, self.lock_path)
+            finally:
+                os.close(fd)        # drops the lock if we took it
+
+
+@contextlib.contextmanager
+def _as_reader() -> Iterator[None]:
+    """Permission problems, as the read side reports them."""
+    try:
+        yield
+    except PermissionDenied as err:
+        if isinstance(err, StateUnreadable):
+            raise
+        raise StateUnreadable.from_error(err) from err
 
 
 class StateWriter:
-    """Database access for the lock holder; every method commits before returning."""
+    """Database access for the lock holder; every method commits before returning.
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    Reads before the database exists answer "nothing"; the first write creates it
+    (and, for a deferred writer, the directory and the lock: :meth:`hold`).
+    """
+
+    def __init__(self, conn: sqlite3.Connection | None, path: Path, *,
+                 session: WriterSession | None = None) -> None:
         self._conn = conn
         self._path = path
+        self._session = session
+
+    @property
+    def held(self) -> bool:
+        """Whether the writer lock is held (False only for a deferred writer on a host
+        without state, until its first write)."""
+        return self._session is None or self._session.held
+
+    def hold(self) -> None:
+        """Take the writer lock now, creating the state directory if needed: a deferred
+        writer calls it before changing anything outside the database (staging a VF
+        token, a sysfs write) so that the change happens under the lock.
+
+        Raises:
+            Busy: another writer holds the lock, or (deferred) changed the host since
+                this writer looked at it.
+        """
+        if self._session is not None:
+            self._session.hold()
+
+    def _connection(self, *, create: bool) -> sqlite3.Connection | None:
+        if self._session is None:
+            return self._conn
+        return self._session.connection(create=create)
 
     @contextlib.contextmanager
     def _txn(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection(create=True)
+        assert conn is not None
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except sqlite3.Error as err:
-            raise _db_error(err, self._path) from err
+            raise db_error(err, self._path) from err
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        conn = self._connection(create=False)
+        if conn is None:
+            return []
         try:
-            return list(self._conn.execute(sql, args))
+            return list(conn.execute(sql, args))
         except sqlite3.Error as err:
-            raise _db_error(err, self._path) from err
+            raise db_error(err, self._path) from err
 
     # -- records ------------------------------------------------------------------------
     def records(self) -> list[DeviceRecord]:
         rows = self._query("SELECT * FROM devices")
-        return sorted((_record(r) for r in rows), key=lambda rec: rec.addr)
+        return sorted((_record(r, self._path) for r in rows), key=lambda rec: rec.addr)
 
     def put_records(self, upserts: Sequence[DeviceRecord],
                     deletes: Sequence[PciAddress] = ()) -> None:
@@ -389,7 +412,7 @@ class StateWriter:
             if apply_changes:
                 row = conn.execute("SELECT changes FROM journal WHERE id=?",
                                    (jid,)).fetchone()
-                ups, dels = _changes(row["changes"])
+                ups, dels = _changes(row["changes"], self._path)
                 _apply(conn, ups, dels)
             if extra_upserts:
                 _apply(conn, extra_upserts, ())
@@ -400,19 +423,9 @@ class StateWriter:
         """Journals left ``running`` (by a dead writer when seen by the lock holder)."""
         out = []
         for row in self._query("SELECT * FROM journal WHERE state='running' ORDER BY id"):
-            steps = tuple(
-                Step(seq=s["seq"], addr=PciAddress.parse(s["address"]),
-                     from_driver=s["from_driver"], from_override=s["from_override"],
-                     to_driver=s["to_driver"], to_override=s["to_override"],
-                     phase=Phase(s["phase"]), kind=StepKind(s["kind"]),
-                     from_value=s["from_value"], to_value=s["to_value"])
-                for s in self._query("SELECT * FROM steps WHERE journal_id=? ORDER BY seq",
-                                     (row["id"],)))
-            ups, dels = _changes(row["changes"])
-            out.append(Journal(id=row["id"], op=row["op"], owner=row["owner"],
-                               state=row["state"], forward=bool(row["forward"]),
-                               pid=row["pid"], started=row["started"], steps=steps,
-                               upserts=tuple(ups), deletes=tuple(dels)))
+            steps = self._query("SELECT * FROM steps WHERE journal_id=? ORDER BY seq",
+                                (row["id"],))
+            out.append(_journal(row, steps, self._path))
         return out
 
     def journals(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -422,34 +435,43 @@ class StateWriter:
             "ORDER BY id DESC LIMIT ?", (limit,))]
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a database to the current schema in one exclusive transaction (two first
-    callers may both get here: the second sees the new version and does nothing)."""
-    conn.execute("BEGIN EXCLUSIVE")
+def _record(row: sqlite3.Row, path: Path) -> DeviceRecord:
+    with _malformed(path, "device record"):
+        return DeviceRecord(
+            addr=PciAddress.parse(row["address"]), group=row["iommu_group"],
+            driver=row["driver"], moved=bool(row["moved"]),
+            original_driver=row["original_driver"],
+            original_override=row["original_override"],
+            owner=row["owner"], managed=bool(row["managed"]), since=row["since"])
+
+
+def _journal(row: sqlite3.Row, steps: Sequence[sqlite3.Row], path: Path) -> Journal:
+    with _malformed(path, f"journal entry ({row['id']})"):
+        ups, dels = _changes(row["changes"], path)
+        return Journal(
+            id=row["id"], op=row["op"], owner=row["owner"], state=row["state"],
+            forward=bool(row["forward"]), pid=row["pid"], started=row["started"],
+            steps=tuple(
+                Step(seq=s["seq"], addr=PciAddress.parse(s["address"]),
+                     from_driver=s["from_driver"], from_override=s["from_override"],
+                     to_driver=s["to_driver"], to_override=s["to_override"],
+                     phase=Phase(s["phase"]), kind=StepKind(s["kind"]),
+                     from_value=s["from_value"], to_value=s["to_value"])
+                for s in steps),
+            upserts=tuple(ups), deletes=tuple(dels))
+
+
+@contextlib.contextmanager
+def _malformed(path: Path, what: str) -> Iterator[None]:
+    """A row vfioctl cannot have written is a damaged database (exit 6), not a bug."""
     try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        if version < _SCHEMA_VERSION:
-            if version == 1 and "steps" in tables:
-                for stmt in _MIGRATE_1_TO_2.strip().splitlines():
-                    conn.execute(stmt)
-            else:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _record(row: sqlite3.Row) -> DeviceRecord:
-    return DeviceRecord(
-        addr=PciAddress.parse(row["address"]), group=row["iommu_group"],
-        driver=row["driver"], moved=bool(row["moved"]),
-        original_driver=row["original_driver"], original_override=row["original_override"],
-        owner=row["owner"], managed=bool(row["managed"]), since=row["since"])
+        yield
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError,
+            VfioctlError) as err:
+        raise HostError(f"vfioctl's state database {path} holds a malformed {what}",
+                        path=str(path),
+                        hint="move it aside if it is damaged; vfioctl then forgets what "
+                        "it held") from err
 
 
 def _apply(conn: sqlite3.Connection, upserts: Sequence[DeviceRecord],
@@ -463,16 +485,8 @@ def _apply(conn: sqlite3.Connection, upserts: Sequence[DeviceRecord],
              rec.original_override, rec.owner, int(rec.managed), rec.since))
 
 
-def _changes(text: str) -> tuple[list[DeviceRecord], list[PciAddress]]:
-    data = json.loads(text)
-    return ([DeviceRecord.from_row(r) for r in data.get("upsert", [])],
-            [PciAddress.parse(a) for a in data.get("delete", [])])
-
-
-def _db_error(err: sqlite3.Error, path: Path) -> Busy | HostError:
-    if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
-        return Busy("another vfioctl is changing this host; try again",
-                    hint=f"{path} stayed locked (VFIOCTL_LOCK_TIMEOUT sets how long to wait)")
-    return HostError(f"vfioctl's state database {path} is unusable: {err}",
-                     path=str(path),
-                     hint="move it aside if it is damaged; vfioctl then forgets what it held")
+def _changes(text: str, path: Path) -> tuple[list[DeviceRecord], list[PciAddress]]:
+    with _malformed(path, "journal entry"):
+        data = json.loads(text)
+        return ([DeviceRecord.from_row(r) for r in data.get("upsert", [])],
+                [PciAddress.parse(a) for a in data.get("delete", [])])
