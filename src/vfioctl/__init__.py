@@ -22,31 +22,30 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from vfioctl.address import PciAddress, parse_address
-from vfioctl.errors import (
-    Busy,
-    ConfigError,
-    DeviceInUse,
-    DeviceNotFound,
-    DriverNotFound,
-    GroupNotFound,
-    GroupNotViable,
-    HostError,
-    InternalError,
-    NotDetached,
-    NotFound,
-    OperationInvalid,
-    PermissionDenied,
-    ReadOnlyHost,
-    UnsupportedConfig,
-    UsageError,
-    VfioctlError,
-    VfioIoctlError,
-    VfsEnabled,
-    XmlError,
-)
-
 if TYPE_CHECKING:
+    from vfioctl.address import PciAddress, parse_address
+    from vfioctl.errors import (
+        Busy,
+        ConfigError,
+        DeviceInUse,
+        DeviceNotFound,
+        DriverNotFound,
+        GroupNotFound,
+        GroupNotViable,
+        HostError,
+        InternalError,
+        NotDetached,
+        NotFound,
+        OperationInvalid,
+        PermissionDenied,
+        ReadOnlyHost,
+        UnsupportedConfig,
+        UsageError,
+        VfioctlError,
+        VfioIoctlError,
+        VfsEnabled,
+        XmlError,
+    )
     from vfioctl.manager import (
         Action,
         ActionKind,
@@ -82,6 +81,12 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("EnableSriovRequired", "SriovInfo", "VfInfo"), "vfioctl.pci.sriov"),
     "VfToken": "vfioctl.secret",
     "Session": "vfioctl.session",
+    **dict.fromkeys(("PciAddress", "parse_address"), "vfioctl.address"),
+    **dict.fromkeys(("Busy", "ConfigError", "DeviceInUse", "DeviceNotFound", "DriverNotFound",
+                     "GroupNotFound", "GroupNotViable", "HostError", "InternalError",
+                     "NotDetached", "NotFound", "OperationInvalid", "PermissionDenied",
+                     "ReadOnlyHost", "UnsupportedConfig", "UsageError", "VfioctlError",
+                     "VfioIoctlError", "VfsEnabled", "XmlError"), "vfioctl.errors"),
     **dict.fromkeys(("TokenNotAccepted", "VfTokenRejected"), "vfioctl.vfio.device"),
 }
 

@@ -11,14 +11,11 @@ row to :data:`COMMANDS`.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import Any
 
 import click
-
-from vfioctl.errors import InternalError, VfioctlError
 
 # name -> ("module:attribute", one-line summary shown by --help without importing)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,6 +53,8 @@ class LazyGroup(click.Group):
         module_name, _, attr = entry[0].partition(":")
         cmd = getattr(importlib.import_module(module_name), attr)
         if not isinstance(cmd, click.Command):
+            from vfioctl.errors import InternalError
+
             raise InternalError(f"{entry[0]} is not a click command")
         return cmd
 
@@ -139,6 +138,8 @@ def cli(ctx: click.Context, host_spec: str | None, debug: bool) -> None:
     `vfioctl --host sim:workstation groups --json`.
     """
     if debug:
+        import logging
+
         logging.basicConfig(level=logging.DEBUG, format="vfioctl: %(name)s: %(message)s")
     ctx.obj = Context(host_spec, debug)
 
@@ -151,14 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         # standalone_mode=False hands a command's click Exit code back as the value
         if isinstance(rv, int):
             return rv
-    except VfioctlError as err:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        # One line: what is wrong, then what to do.
-        click.echo(_error_line(str(err), err.hint), err=True)
-        return err.exit_code
     except click.exceptions.Abort:
         click.echo("vfioctl: aborted", err=True)
         return 1
@@ -181,7 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("vfioctl: interrupted", err=True)
         return 130
-    except Exception as err:  # the last line of defence: no traceback without --debug
+    except Exception as err:
+        # (vfioctl.errors is imported only now: `vfioctl --help` never needs it)
+        from vfioctl.errors import InternalError, VfioctlError
+
+        if isinstance(err, VfioctlError):
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            # One line: what is wrong, then what to do.
+            click.echo(_error_line(str(err), err.hint), err=True)
+            return err.exit_code
+        # the last line of defence: no traceback without --debug
         if debug:
             raise
         from vfioctl.cli.echo import one_line
