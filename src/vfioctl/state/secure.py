@@ -44,6 +44,10 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS: Final = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK   # no FIFO may hang us
 _MAX_STEPS: Final = 256            # path components + symlinks followed, like ELOOP's 40
 _READ_HINT: Final = "run vfioctl as root"
+_REMOVE_HINT: Final = "remove it (vfioctl neither follows nor trusts it)"
+_REDIRECT_HINT: Final = ("another user could redirect vfioctl's state through it: choose "
+                         "a state directory (VFIOCTL_STATE_DIR, or move the host file) "
+                         "below directories only root or you can change")
 
 
 class StateUnreadable(PermissionDenied):
@@ -235,9 +239,9 @@ def _open_final_dir(parent_fd: int, name: str, *, create: bool, shown: Path,
         except OSError as err:
             if err.errno in (errno.ELOOP, errno.ENOTDIR):
                 kind = "a symbolic link" if _is_link(parent_fd, name) else "not a directory"
-                raise StateUnsafe(f"{what} {shown} is {kind}, not a directory of its own; "
-                                  "remove it (vfioctl makes a new one)",
-                                  path=str(shown)) from None
+                raise StateUnsafe(f"{what} {shown} is {kind}, not a directory of its own",
+                                  path=str(shown),
+                                  hint="remove it (vfioctl makes a new one)") from None
             raise wrap_oserror(err, f"cannot open the {what} {shown}", path=shown) from err
     else:
         raise wrap_oserror(OSError(errno.ENOENT, os.strerror(errno.ENOENT)),
@@ -278,19 +282,16 @@ def _check_dir(st: os.stat_result, shown: str, *, final: bool, what: str) -> Non
     there others cannot rename or remove our entries)."""
     if st.st_uid not in trusted_uids():
         raise StateUnsafe(
-            f"{what} {shown} is owned by uid {st.st_uid}, not {_not_whom()}; "
-            + ("remove it or fix its owner" if final else
-               "another user could redirect vfioctl's state through it: choose a state "
-               "directory (VFIOCTL_STATE_DIR, or move the host file) below directories "
-               "only root or you can change"), path=shown)
+            f"{what} {shown} is owned by uid {st.st_uid}, not {_not_whom()}", path=shown,
+            hint="remove it or fix its owner" if final else _REDIRECT_HINT)
     writable = stat.S_IMODE(st.st_mode) & (stat.S_IWGRP | stat.S_IWOTH)
     if writable and (final or not st.st_mode & stat.S_ISVTX):
         who = "group and others" if writable == 0o022 else (
             "its group" if writable == stat.S_IWGRP else "others")
         raise StateUnsafe(
-            f"{what} {shown} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}); "
-            + ("remove it, or 'chmod go-w' it if nobody else wrote in it" if final else
-               "another user could redirect vfioctl's state through it"), path=shown)
+            f"{what} {shown} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})",
+            path=shown, hint="remove it, or 'chmod go-w' it if nobody else wrote in it"
+            if final else _REDIRECT_HINT)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -314,8 +315,8 @@ def open_file(d: SafeDir, name: str, flags: int, *, mode: int = 0o600,
         return None
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise StateUnsafe(f"{what} {shown} is a symbolic link; remove it",
-                              path=str(shown)) from None
+            raise StateUnsafe(f"{what} {shown} is a symbolic link", path=str(shown),
+                              hint=_REMOVE_HINT) from None
         raise wrap_oserror(err, f"cannot open {what} {shown}", path=shown) from err
     try:
         check_file(os.fstat(fd), shown, what=what)
@@ -340,17 +341,18 @@ def check_entry(d: SafeDir, name: str, *, what: str) -> bool:
 
 
 def check_file(st: os.stat_result, shown: Path, *, what: str) -> None:
+    """A regular file, a trusted owner, one link; or StateUnsafe."""
     if stat.S_ISLNK(st.st_mode):
-        raise StateUnsafe(f"{what} {shown} is a symbolic link; remove it", path=str(shown))
-    if not stat.S_ISREG(st.st_mode):
-        raise StateUnsafe(f"{what} {shown} is not a regular file; remove it",
-                          path=str(shown))
-    if st.st_uid not in trusted_uids():
-        raise StateUnsafe(f"{what} {shown} is owned by uid {st.st_uid}, not "
-                          f"{_not_whom()}; remove it", path=str(shown))
-    if st.st_nlink != 1:
-        raise StateUnsafe(f"{what} {shown} has {st.st_nlink} hard links (it may be "
-                          "another file's alias); remove it", path=str(shown))
+        problem = "is a symbolic link"
+    elif not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif st.st_uid not in trusted_uids():
+        problem = f"is owned by uid {st.st_uid}, not {_not_whom()}"
+    elif st.st_nlink != 1:
+        problem = f"has {st.st_nlink} hard links (it may be another file's alias)"
+    else:
+        return
+    raise StateUnsafe(f"{what} {shown} {problem}", path=str(shown), hint=_REMOVE_HINT)
 
 
 def fsync_dir(d: SafeDir) -> None:

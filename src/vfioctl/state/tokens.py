@@ -335,8 +335,8 @@ def _unlink(d: SafeDir, name: str, *, what: str) -> bool:
         return False
     except OSError as err:
         if err.errno == errno.EISDIR:
-            raise StateUnsafe(f"{what} {d.shown(name)} is a directory; remove it",
-                              path=str(d.shown(name))) from err
+            raise StateUnsafe(f"{what} {d.shown(name)} is a directory",
+                              path=str(d.shown(name)), hint="remove it") from err
         raise wrap_oserror(err, f"cannot remove {what} {d.shown(name)}",
                            path=d.shown(name)) from err
     return True
