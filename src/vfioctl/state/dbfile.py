@@ -1,13 +1,15 @@
 """State: opening ``STATE_DIR/vfioctl.db`` for a writer or a reader, safely.
 
-SQLite opens files by name (and resolves symlinks itself; it has no "no-follow" URI
-option), so the database is opened only by the resolved path of a verified state
-directory (:mod:`vfioctl.state.secure`: every directory on that path is trusted, so the
-name cannot be redirected), after the database and its ``-wal``/``-shm`` files were
-checked, and with ``mode=rw``/``mode=ro`` so that SQLite itself never creates the
-database: vfioctl creates it (``O_EXCL|O_NOFOLLOW``, 0644) when a writer first writes.
+SQLite opens files by name and resolves symlinks itself (a ``/proc/self/fd/N/...`` path
+is turned back into the directory's name; SQLite 3.40 has no "no-follow" URI option, and
+Python cannot pass ``SQLITE_OPEN_NOFOLLOW``). So the database is opened only by the
+resolved path of a verified state directory (:mod:`vfioctl.state.secure`: every
+directory on that path is trusted, so the name cannot be redirected), after the database
+and its ``-wal``/``-shm`` files were checked, and with ``mode=rw``/``mode=ro`` so that
+SQLite itself never creates the database: vfioctl creates it (``O_EXCL|O_NOFOLLOW``,
+0644; the 0700 directory keeps it private) when a writer first writes.
 
-**Readers never wait for writers, and never write.** The database is in WAL mode: a
+**Readers never wait for writers, and create nothing.** The database is in WAL mode: a
 reader opened ``mode=ro`` reads the last commit while a writer writes. SQLite needs the
 ``-wal``/``-shm`` files for that, and only a writer (or a reader that may write the
 directory) can create them; they exist while a writer is connected, and after a crash.
