@@ -8,7 +8,9 @@ per host object from 1; a CLI run has one), or right after that write(2) returne
 applied or refused — when ``VFIOCTL_TEST_CRASH_AFTER=1`` is set too. SIGKILL, not an
 exception: nothing of vfioctl runs after it (no ``finally``, no undo), exactly like a
 power cut or ``kill -9``, so the next vfioctl command has only the journal to go on.
-The simulator's equivalent is ``SimHost.faults.crash_at``.
+``VFIOCTL_TEST_CRASH_AT_IOCTL=N`` does the same at the Nth :meth:`LinuxHost.ioctl`
+(a VF token reaches the kernel by ``VFIO_DEVICE_FEATURE``, not by a write). The
+simulator's equivalent is ``SimHost.faults.crash_at``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from vfioctl.host.base import IfAddress, SysPath
 
 #: Test-only fault injection (see the module docstring); never set in production.
 CRASH_AT_WRITE_ENV = "VFIOCTL_TEST_CRASH_AT_WRITE"
+CRASH_AT_IOCTL_ENV = "VFIOCTL_TEST_CRASH_AT_IOCTL"
 CRASH_AFTER_ENV = "VFIOCTL_TEST_CRASH_AFTER"
 
 
-def _crash_at_write() -> int | None:
-    """The write number the fault-injection hook kills the process at, or None (unset)."""
-    value = os.environ.get(CRASH_AT_WRITE_ENV, "").strip()
+def _crash_at_write(env: str = CRASH_AT_WRITE_ENV) -> int | None:
+    """The write (or ioctl) number the fault-injection hook kills the process at, or
+    None (unset)."""
+    value = os.environ.get(env, "").strip()
     if not value:
         return None
     try:
@@ -40,7 +44,7 @@ def _crash_at_write() -> int | None:
         number = 0
     if number < 1:
         # A typo must not silently turn a crash test into a clean run.
-        raise ValueError(f"{CRASH_AT_WRITE_ENV} must be a write number >= 1, not {value!r}")
+        raise ValueError(f"{env} must be a call number >= 1, not {value!r}")
     return number
 
 
@@ -67,6 +71,7 @@ class LinuxHost:
         self._name = "linux" if live else f"linux:{root}"
         self._prefix = str(self._root).rstrip("/") + "/"
         self._writes = 0  # write() calls so far: the fault-injection hook's counter
+        self._ioctls = 0  # ioctl() calls so far, likewise
 
     @property
     def name(self) -> str:
@@ -150,6 +155,18 @@ class LinuxHost:
         return os.open(self._p(path), os.O_RDWR | os.O_CLOEXEC)
 
     def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:
+        self._ioctls += 1
+        crash_at = _crash_at_write(CRASH_AT_IOCTL_ENV)
+        if crash_at != self._ioctls:
+            return self._ioctl(fd, request, arg)
+        if os.environ.get(CRASH_AFTER_ENV, "").strip() != "1":
+            _die()
+        try:
+            return self._ioctl(fd, request, arg)
+        finally:
+            _die()
+
+    def _ioctl(self, fd: int, request: int, arg: int | bytearray) -> int:
         if isinstance(arg, bytearray):
             return int(fcntl.ioctl(fd, request, arg, True))
         return int(fcntl.ioctl(fd, request, arg))
