@@ -42,6 +42,7 @@ from vfioctl.model import (
     list_devices,
     list_groups,
 )
+from vfioctl.model.device import list_json_text
 from vfioctl.model.jsontext import dumps
 from vfioctl.pci.device import PciDevice
 from vfioctl.sim.host import SimHost
@@ -402,6 +403,22 @@ def test_dumps_refuses_what_json_refuses() -> None:
         with pytest.raises(TypeError):
             dumps(bad)
     assert dumps([math.inf, -math.inf]) == json.dumps([math.inf, -math.inf], indent=2)
+
+
+addresses = st.builds(PciAddress, st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFF),
+                      st.integers(0, 0x1F), st.integers(0, 7))
+opt_int = st.none() | st.integers(0, 2**31)
+device_infos = st.builds(
+    DeviceInfo, address=addresses, vendor=u16, device=u16,
+    class_code=st.integers(0, 0xFFFFFF), driver=st.none() | st.text(),
+    iommu_group=opt_int, physfn=st.none() | addresses,
+    virtfns=st.lists(addresses, max_size=4).map(tuple),
+    sriov_totalvfs=opt_int, sriov_numvfs=opt_int)
+
+
+@given(st.lists(device_infos, max_size=6))
+def test_list_text_is_json_dumps_of_the_records(devices: list[DeviceInfo]) -> None:
+    assert list_json_text(devices) == json.dumps([d.to_json() for d in devices], indent=2)
 
 
 # -- the CLI renders the model ----------------------------------------------------------

@@ -28,11 +28,11 @@ def _hex(value: int | None, width: int) -> str:
 @click.pass_obj
 def list_cmd(ctx: Context, as_json: bool) -> None:
     """List PCI functions: ids, class, driver, IOMMU group, SR-IOV links."""
-    from vfioctl.model.device import list_devices
+    from vfioctl.model.device import list_devices, list_json_text
 
     devices = list_devices(ctx.host)
     if as_json:
-        _echo_json([d.to_json() for d in devices])
+        click.echo(list_json_text(devices))
         return
     from vfioctl.pci.ids import class_name, load_pci_ids
 

@@ -12,7 +12,9 @@ compares the whole command with ``lspci -D -nn -k`` on the same tree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _escape
 from typing import Any
 
 from vfioctl.address import PciAddress
@@ -69,6 +71,46 @@ class DeviceInfo:
         }
 
 
+def _num(value: int | None) -> str:
+    return "null" if value is None else int.__repr__(value)
+
+
+def list_json_text(devices: Sequence[DeviceInfo]) -> str:
+    """``json.dumps([d.to_json() for d in devices], indent=2)``, written directly.
+
+    ``list --json`` on thousands of functions spends more on building and encoding the
+    dicts than on anything but the sysfs reads, so its one shape is written out here,
+    next to :meth:`DeviceInfo.to_json`; tests/unit/test_read_model.py holds the two to
+    the same bytes. Each address is formatted once, though VF-heavy hosts name most of
+    them twice more (a VF's ``physfn``, its PF's ``virtfns``).
+    """
+    if not devices:
+        return "[]"
+    names: dict[PciAddress, str] = {}
+
+    def name(addr: PciAddress) -> str:
+        text = names.get(addr)
+        if text is None:
+            text = names[addr] = str(addr)
+        return text
+
+    parts = []
+    for d in devices:
+        physfn = "null" if d.physfn is None else f'"{name(d.physfn)}"'
+        virtfns = "[]" if not d.virtfns else (
+            '[\n      "' + '",\n      "'.join(map(name, d.virtfns)) + '"\n    ]')
+        driver = "null" if d.driver is None else _escape(d.driver)
+        parts.append(
+            f'  {{\n    "address": "{name(d.address)}",\n'
+            f'    "vendor": "{d.vendor:04x}",\n    "device": "{d.device:04x}",\n'
+            f'    "class": "{d.class_code:06x}",\n    "driver": {driver},\n'
+            f'    "iommu_group": {_num(d.iommu_group)},\n    "physfn": {physfn},\n'
+            f'    "virtfns": {virtfns},\n'
+            f'    "sriov_totalvfs": {_num(d.sriov_totalvfs)},\n'
+            f'    "sriov_numvfs": {_num(d.sriov_numvfs)}\n  }}')
+    return "[\n" + ",\n".join(parts) + "\n]"
+
+
 def device_info(dev: PciDevice, known: dict[str, PciAddress] | None = None) -> DeviceInfo:
     """The ``list`` record of ``dev``.
 
@@ -121,4 +163,4 @@ def list_devices(host: Host) -> list[DeviceInfo]:
     return [device_info(PciDevice(host, a), known) for a in in_address_order(known.values())]
 
 
-__all__ = ["DeviceInfo", "Json", "device_info", "list_devices"]
+__all__ = ["DeviceInfo", "Json", "device_info", "list_devices", "list_json_text"]

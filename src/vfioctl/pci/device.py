@@ -20,8 +20,7 @@ import errno
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -80,6 +79,12 @@ class PciDevice:
 
     host: Host
     addr: PciAddress
+    # plain-string prefix ``sys/bus/pci/devices/ADDR/`` for the hot read path (host.base
+    # on str paths); set once here, cheaper than a cached_property on first use
+    _base: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_base", f"{_DEVICES_PREFIX}{self.addr}/")
 
     # -- identity -------------------------------------------------------------------
     @property
@@ -89,11 +94,6 @@ class PciDevice:
     @property
     def path(self) -> PurePosixPath:
         return PCI_DEVICES / self.name
-
-    @cached_property
-    def _base(self) -> str:
-        # plain-string prefix for the hot read path (see host.base on str paths)
-        return f"{_DEVICES_PREFIX}{self.addr}/"
 
     def __hash__(self) -> int:
         return hash((id(self.host), self.addr))
