@@ -19,6 +19,7 @@ Nothing here asserts a time: the machine's load decides the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -50,23 +51,37 @@ def build_generated_tree(functions: int, workdir: Path) -> Path:
     return tree
 
 
-def time_cmd(argv: list[str]) -> float:
+def child_env(workdir: Path) -> dict[str, str]:
+    """vfioctl as an installed package runs it: with bytecode caches.
+
+    pip compiles a wheel's modules at install time; a checkout run with
+    PYTHONDONTWRITEBYTECODE set would instead compile every module on every run and
+    time the compiler. The caches go to the benchmark's own directory, not the tree.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    return env
+
+
+def time_cmd(argv: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
     return time.perf_counter() - t0
 
 
-def compare(name: str, tree: Path, lspci: str, runs: int) -> float:
+def compare(name: str, tree: Path, lspci: str, runs: int, env: dict[str, str]) -> float:
     """Time both tools on ``tree``; print and return the ratio of the medians."""
     n = len(list((tree / "sys/bus/pci/devices").iterdir()))
     ours = [*_vfioctl_bin(), "--host", f"linux:{tree}", "list", "--json"]
     theirs = [lspci, "-A", "linux-sysfs", "-O", f"sysfs.path={tree}/sys/bus/pci",
               "-D", "-nn", "-k"]
-    for argv in (ours, theirs):  # warm-up: page cache, pyc files
-        time_cmd(argv)
+    for _ in range(2):  # warm-up: page cache, dentries, bytecode caches
+        time_cmd(ours, env)
+        time_cmd(theirs)
     t_ours, t_theirs = [], []
     for _ in range(runs):
-        t_ours.append(time_cmd(ours))
+        t_ours.append(time_cmd(ours, env))
         t_theirs.append(time_cmd(theirs))
     m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
     ratio = m_ours / m_theirs
@@ -90,23 +105,24 @@ def main() -> int:
     if lspci is None:
         print("bench_list: lspci (Debian pciutils) is not installed", file=sys.stderr)
         return 2
-    if args.tree:
-        compare(args.tree.name, args.tree, lspci, args.runs)
-        return 0
     with tempfile.TemporaryDirectory(prefix="vfioctl-bench-") as tmp:
         work = Path(tmp)
+        env = child_env(work)
+        if args.tree:
+            compare(args.tree.name, args.tree, lspci, args.runs, env)
+            return 0
         if args.scenario in ("all", "generated"):
             t0 = time.perf_counter()
             tree = build_generated_tree(args.functions, work)
             print(f"generated and snapshotted {args.functions} functions in "
                   f"{time.perf_counter() - t0:.1f} s")
-            compare("generated", tree, lspci, args.runs)
+            compare("generated", tree, lspci, args.runs, env)
         if args.scenario in ("all", "vf-heavy"):
             t0 = time.perf_counter()
             n = build_vf_tree(work / "vf-heavy", pfs=16, vfs=255)
             print(f"stamped {n} functions (16 PFs x 255 VFs) from the q35-sriov capture "
                   f"in {time.perf_counter() - t0:.1f} s")
-            compare("vf-heavy", work / "vf-heavy", lspci, args.runs)
+            compare("vf-heavy", work / "vf-heavy", lspci, args.runs, env)
     return 0
 
 
