@@ -6,6 +6,7 @@ import errno
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 
+from vfioctl.host import uapi
 from vfioctl.sim.host import SimHost
 
 DATA_HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
@@ -37,3 +38,44 @@ def oserrno(fn: Callable[[], object]) -> int | None:
 
 def errname(code: int | None) -> str:
     return "OK" if code is None else errno.errorcode[code]
+
+
+VFIO = PurePosixPath("dev/vfio")
+
+
+def bind_vfio(host: SimHost, name: str) -> None:
+    """The kernel's recipe: override, unbind, drivers_probe (vfio-pci must be loaded)."""
+    host.write(DEV / name / "driver_override", "vfio-pci")
+    if host.exists(DEV / name / "driver"):
+        host.write(DEV / name / "driver/unbind", name)
+    host.write(DEV.parent / "drivers_probe", name)
+
+
+def group_of(host: SimHost, name: str) -> int:
+    """The device's IOMMU group, read from its sysfs link."""
+    return int(host.readlink(DEV / name / "iommu_group").rsplit("/", 1)[1])
+
+
+class VfioSession:
+    """What a VFIO user does through the Host seam: a container with the type1 IOMMU,
+    groups set in it, device files."""
+
+    def __init__(self, host: SimHost) -> None:
+        self.h = host
+        self.c = host.open(VFIO / "vfio")
+        self.groups: dict[int, int] = {}
+
+    def attach(self, number: int) -> int:
+        fd = self.h.open(VFIO / str(number))
+        self.h.ioctl(fd, uapi.VFIO_GROUP_SET_CONTAINER, uapi.pack_fd(self.c))
+        if len(self.groups) == 0:
+            self.h.ioctl(self.c, uapi.VFIO_SET_IOMMU, uapi.VFIO_TYPE1v2_IOMMU)
+        self.groups[number] = fd
+        return fd
+
+    def device(self, name: str, text: str | None = None) -> int:
+        number = group_of(self.h, name)
+        if number not in self.groups:
+            self.attach(number)
+        return self.h.ioctl(self.groups[number], uapi.VFIO_GROUP_GET_DEVICE_FD,
+                            uapi.pack_device_name(text or name))

@@ -4,6 +4,7 @@ open/ioctl/close, with the same sequence as vmtest/guest/vfio_token_test.py."""
 from __future__ import annotations
 
 import errno
+import os
 import uuid
 from pathlib import PurePosixPath
 
@@ -11,6 +12,7 @@ import pytest
 from simtest import DEV, make_host, oserrno
 
 from vfioctl.host import uapi
+from vfioctl.sim.blocking import SimWouldBlock
 from vfioctl.sim.host import SimHost
 
 PF, VF, PLAIN = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0"
@@ -186,11 +188,14 @@ def test_group_status_follows_dma_ownership() -> None:
                                       uapi.pack_device_name("0000:08:00.0"))) == errno.EINVAL
 
 
-def test_unbinding_an_open_vfio_device_is_refused(env: Vfio) -> None:
+def test_unbinding_an_open_vfio_device_would_block(env: Vfio) -> None:
     fd = env.dev(PLAIN)
-    assert oserrno(lambda: env.h.write(DEV / PLAIN / "driver/unbind", PLAIN)) == errno.EBUSY
+    with pytest.raises(SimWouldBlock, match=f"pid {os.getpid()}"):
+        env.h.write(DEV / PLAIN / "driver/unbind", PLAIN)
+    assert env.h.writes[-1].blocked and env.h.kernel.driver_of(PLAIN) == "vfio-pci"
     env.h.close(fd)
     env.h.write(DEV / PLAIN / "driver/unbind", PLAIN)
+    assert env.h.kernel.driver_of(PLAIN) is None
 
 
 def test_token_is_random_per_bind_and_never_in_sysfs() -> None:

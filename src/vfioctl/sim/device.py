@@ -57,6 +57,7 @@ class SimDevice:
         self.default_reset_methods: tuple[str, ...] = ()
         self.reset_methods: tuple[str, ...] = ()
         self.net_up = any(n.up for n in fn.net)
+        self.net_configured = True      # has the addresses of the host file (sim.net)
         self.sysdir = ""
 
     # -- GroupNode ------------------------------------------------------------------------
@@ -133,7 +134,8 @@ class SimDevice:
             c.fn.ari for c in self.children)
         inputs = ConfigInputs(
             # A VF's Vendor/Device ID registers read 0xffff (PCIe r6.0 sec 9.3.4.1.1);
-            # the kernel's vendor/device files carry the real ids (KERNEL.md).
+            # the kernel's vendor/device files carry the real ids (pci_iov_add_virtfn
+            # copies them from the PF's SR-IOV capability).
             vendor=0xFFFF if self.is_vf else fn.vendor,
             device=0xFFFF if self.is_vf else fn.device,
             class_code=fn.class_code, revision=fn.revision,

@@ -25,7 +25,7 @@ required (``acs_flags &= cap | EC``). Device-specific ACS quirks and DMA-alias q
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from vfioctl.sim.model import ACS_CR, ACS_EC, ACS_RR, ACS_SV, ACS_UF, PcieType
@@ -110,7 +110,10 @@ def dma_aliases(dev: GroupNode) -> Iterator[GroupNode]:
 class GroupAllocator:
     """Assigns groups to devices in add order and remembers them, like the kernel's ida."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: Callable[[], set[int]] = set) -> None:
+        """``held``: numbers that stay taken while they have no member (a VFIO user
+        holds the group open; its ``vfio_group`` keeps a reference on the IOMMU group)."""
+        self.held = held
         self.group_of: dict[str, int] = {}
         self.members: dict[int, list[str]] = {}
         self._slot_funcs: dict[tuple[int, int, int], list[GroupNode]] = {}
@@ -118,7 +121,8 @@ class GroupAllocator:
 
     def lowest_free(self) -> int:
         n = self._hint
-        while n in self.members:
+        held = self.held()
+        while n in self.members or n in held:
             n += 1
         return n
 

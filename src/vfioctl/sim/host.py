@@ -9,7 +9,10 @@ kernel, as on a real host. File descriptors from :meth:`SimHost.open` belong to 
 process and are not saved.
 
 Testing hooks: :attr:`SimHost.faults` (a :class:`FaultPlan`), :attr:`SimHost.writes`
-(every write attempted, with its errno), :attr:`SimHost.kernel`.
+(every write attempted, with its errno), :attr:`SimHost.kernel`, and
+:meth:`SimHost.add_vfio_user` / :meth:`SimHost.remove_vfio_user` (another process that
+holds VFIO files, saved with the host). A write the real kernel would not return from
+raises :class:`~vfioctl.sim.blocking.SimWouldBlock`.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from vfioctl.errors import ReadOnlyHost
+from vfioctl.errors import HostError, PermissionDenied, ReadOnlyHost
 from vfioctl.host import uapi
 from vfioctl.host.base import IfAddress, SysPath
+from vfioctl.sim import net
+from vfioctl.sim.blocking import SimWouldBlock
 from vfioctl.sim.faults import FaultPlan, SimCrash, fault_oserror
 from vfioctl.sim.kernel import SimKernel
 from vfioctl.sim.loader import (
@@ -40,6 +46,7 @@ from vfioctl.sim.loader import (
     split_state,
 )
 from vfioctl.sim.sysfs import build_tree
+from vfioctl.sim.users import VfioUser
 from vfioctl.sim.vfs import CharDev, Dir, File, Link, Tree
 
 T = TypeVar("T")
@@ -47,11 +54,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WriteRecord:
-    """One write attempted through the seam: ``errno`` None when it succeeded."""
+    """One write attempted through the seam: ``errno`` None when it succeeded (or when
+    it would have blocked in the kernel: ``blocked``)."""
 
     path: str
     data: str
     errno: int | None
+    blocked: bool = False
 
 
 class SimHost:
@@ -190,6 +199,7 @@ class SimHost:
         self._check_writable(f"write {path}")
         number = len(self.writes) + 1
         record_errno: int | None = None
+        blocked = False
         try:
             self._mutate(lambda: self._write(str(path), data, number))
         except OSError as err:
@@ -198,8 +208,11 @@ class SimHost:
         except SimCrash:
             record_errno = errno.EINTR
             raise
+        except SimWouldBlock:
+            blocked = True
+            raise
         finally:
-            self.writes.append(WriteRecord(str(path), data, record_errno))
+            self.writes.append(WriteRecord(str(path), data, record_errno, blocked))
 
     def _write(self, path: str, data: str, number: int) -> None:
         node, real = self._current_tree().resolve(path)
@@ -237,7 +250,30 @@ class SimHost:
         self._mutate(lambda: self._kernel.vfio.close(fd))
 
     def ip_addresses(self) -> list[IfAddress]:
-        return []  # replaced by the modelled addresses (issue 17, item 6)
+        """The modelled addresses of the interfaces that exist now, ``lo`` first, IPv4
+        then IPv6, as a netlink dump lists them (:mod:`vfioctl.sim.net`)."""
+        return net.ip_addresses(self.kernel.live_interfaces())
+
+    # -- other processes ---------------------------------------------------------------------
+    def add_vfio_user(self, pid: int, comm: str, group: int,
+                      devices: tuple[str, ...] | list[str] = ()) -> VfioUser:
+        """Another process (QEMU, say) opens ``/dev/vfio/GROUP``, puts it in a container
+        and takes a device file for each of ``devices``; saved with a host file.
+
+        Raises:
+            ValueError: a bad pid, comm or address. OSError: what the kernel answers
+                that process (ENOENT, EBUSY, EPERM, ENODEV; see
+                :meth:`SimKernel.add_vfio_user`).
+        """
+        return self._mutate(lambda: self._kernel.add_vfio_user(pid, comm, group, devices))
+
+    def remove_vfio_user(self, pid: int) -> None:
+        """The process ``pid`` exits and its VFIO files are closed.
+
+        Raises:
+            ValueError: no such user.
+        """
+        self._mutate(lambda: self._kernel.remove_vfio_user(pid))
 
     def load_module(self, name: str) -> None:
         self._check_writable(f"load module {name}")
@@ -269,9 +305,12 @@ class SimHost:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         assert self._state_dir is not None
-        self._state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self._state_dir / "sim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)
+        try:
+            self._state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise _state_error(err, f"cannot create the simulated host's state directory "
+                               f"{self._state_dir}", self._state_dir) from None
+        fd = open_lock_file(self._state_dir / LOCK_NAME)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -326,6 +365,50 @@ class SimHost:
         self._digest = hashlib.sha256(text.encode()).hexdigest()
 
 
+LOCK_NAME = "sim.lock"
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating, 0600) the lock file beside a host file, refusing one that another
+    user could have planted: a symlink (``O_NOFOLLOW``: ELOOP), something that is not a
+    regular file, or a file owned by someone other than this user or root.
+
+    Raises:
+        PermissionDenied: such a file, or no permission (exit 77; names the path).
+        HostError: any other failure to open it.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK, 0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PermissionDenied(f"refusing the simulator lock file {path}: it is a "
+                                   "symbolic link", path=str(path),
+                                   hint="remove it; vfioctl creates the lock file itself"
+                                   ) from None
+        raise _state_error(err, f"cannot open the simulator lock file {path}",
+                           path) from None
+    st = os.fstat(fd)
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "it is not a regular file"
+    elif st.st_uid not in (os.geteuid(), 0):
+        why = f"it is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root"
+    if why is not None:
+        os.close(fd)
+        raise PermissionDenied(f"refusing the simulator lock file {path}: {why}",
+                               path=str(path), hint="remove it; vfioctl creates the lock "
+                               "file itself")
+    return fd
+
+
+def _state_error(err: OSError, message: str, path: Path) -> HostError:
+    cls = PermissionDenied if err.errno in (errno.EACCES, errno.EPERM) else HostError
+    return cls(message, path=str(path), errno=err.errno,
+               hint="run vfioctl as a user who may write beside the host file"
+               if cls is PermissionDenied else None)
+
+
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
@@ -348,4 +431,4 @@ def open_sim_host(arg: str) -> SimHost:
     return SimHost.from_file(Path(arg))
 
 
-__all__ = ["SimCrash", "SimHost", "WriteRecord", "open_sim_host"]
+__all__ = ["SimCrash", "SimHost", "SimWouldBlock", "WriteRecord", "open_sim_host"]

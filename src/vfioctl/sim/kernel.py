@@ -22,8 +22,8 @@ EACCES (kernfs); a missing path gives ENOENT.
   sriov_numvfs     write N (kstrtou16, base 0): not a number EINVAL; > TotalVFs ERANGE;
                    == current: no-op; no driver, or a driver without sriov_configure:
                    ENOENT; vfio-pci with enable_sriov=N: ENOENT; non-zero while non-zero:
-                   EBUSY; 0 while a VF is open through VFIO: EBUSY (the real kernel
-                   blocks instead). VFs appear with physfn/virtfnN links and get groups;
+                   EBUSY; 0 while a VF's VFIO device file is open: the kernel blocks
+                   (SimWouldBlock). VFs appear with physfn/virtfnN links and get groups;
                    VFs of a vfio-pci PF get driver_override=vfio-pci.
   sriov_drivers_autoprobe  ``0``/``1`` (kstrtobool, else EINVAL); a VF without override
                    probes only when its PF's flag is 1.
@@ -33,8 +33,12 @@ EACCES (kernfs); a missing path gives ENOENT.
           its errno (vfio-pci: bridge EINVAL, no IOMMU group EINVAL, PF with VFs EBUSY;
           pcieport: not a PCIe port ENODEV; a non-DMA-safe driver into a group a VFIO
           user owns: EBUSY).
-  unbind  write ADDR: not bound to this driver: ENODEV; bound to vfio-pci and open by a
-          VFIO user: EBUSY (the real kernel blocks). Disables the PF's VFs first.
+  unbind  write ADDR: not bound to this driver: ENODEV. vfio-pci, and PF drivers with
+          sriov_configure, disable the PF's VFs first (vfio-pci whatever enable_sriov
+          says: ``vfio_pci_core_unregister_device``). A VFIO device file open on the
+          device, or on one of the VFs removed: the kernel blocks (SimWouldBlock); a
+          group file alone does not hold the device. The interface of a NIC is
+          destroyed: a later bind brings it back down and without addresses.
   new_id  ``VVVV DDDD [SV SD CLASS MASK]`` (hex): fewer than 2 fields EINVAL; already in
           the static table EEXIST; then every unbound matching device is probed.
   remove_id  same format: no such dynamic id ENODEV.
@@ -46,7 +50,10 @@ EACCES (kernfs); a missing path gives ENOENT.
 ``sys/module/vfio_pci/parameters/enable_sriov``  ``Y``/``N``; write kstrtobool else EINVAL.
     Present only while vfio-pci is loaded (``Host.load_module("vfio-pci")``).
 ``sys/class/iommu/dmar0|ivhd0``, ``sys/class/net/IF``, ``sys/block/DISK`` -> device subtree.
-``proc/cmdline``, ``proc/mounts``, ``proc/net/route``, ``proc/sys/kernel/osrelease``,
+``proc/cmdline``, ``proc/mounts``, ``proc/swaps``, ``proc/sys/kernel/osrelease``,
+``proc/net/route``, ``ipv6_route`` and ``if_inet6`` (:mod:`vfioctl.sim.net`),
+``proc/PID/comm`` and ``proc/PID/fd/N`` of the processes holding VFIO files, this one
+included, and ``proc/self`` (:mod:`vfioctl.sim.users`);
 ``lib/modules/RELEASE/modules.dep`` and ``modules.builtin`` (what modprobe could load).
 ``dev/vfio/vfio`` (vfio loaded) and ``dev/vfio/N`` (group N has a vfio-pci member):
     see :mod:`vfioctl.sim.vfio` for the ioctls and their errnos.
@@ -62,9 +69,12 @@ from collections.abc import Iterator
 
 from vfioctl.address import PciAddress
 from vfioctl.errors import ConfigError
+from vfioctl.sim.blocking import SimWouldBlock
 from vfioctl.sim.device import BOOT_ACS_CTRL, SimDevice
 from vfioctl.sim.groups import GroupAllocator
 from vfioctl.sim.model import DriverSpec, Function, HostSpec, IdMatch, Kind
+from vfioctl.sim.net import LiveIf
+from vfioctl.sim.users import VfioUser, make_user
 
 VFIO_PCI = "vfio-pci"
 PCIEPORT = "pcieport"
@@ -135,8 +145,12 @@ class SimKernel:
         self.devices: dict[str, SimDevice] = {}
         self.iommu_on = spec.iommu != "none" and not re.search(
             r"(^|\s)(iommu=off|intel_iommu=off|amd_iommu=off)(\s|$)", spec.cmdline)
-        self.groups: GroupAllocator | None = GroupAllocator() if self.iommu_on else None
+        # a group someone holds open keeps its number (the vfio_group holds the
+        # iommu_group) even when its last device is gone
+        self.groups: GroupAllocator | None = GroupAllocator(
+            held=lambda: self.vfio.held_groups()) if self.iommu_on else None
         self.vf_tokens: dict[str, uuid.UUID] = {}
+        self.vfio_users: dict[int, VfioUser] = {}     # other processes; see sim.users
         self.version = 0          # bumped on every change of the tree's shape
         self.dirty = False        # state changed since the last save
         from vfioctl.sim.vfio import VfioLayer
@@ -360,17 +374,25 @@ class SimKernel:
         return False
 
     def _unbind(self, dev: SimDevice) -> None:
+        """``device_release_driver``: the driver's remove, which for vfio-pci first
+        disables SR-IOV and then waits for the device's VFIO files to be closed."""
         if dev.driver is None:
             return
-        if dev.driver == VFIO_PCI and self.vfio.device_open(dev.name):
-            raise kerr(errno.EBUSY)
         drv = self.drivers[dev.driver]
-        if dev.numvfs and drv.sriov:
+        takes_vfs = bool(dev.numvfs) and (drv.sriov or drv.name == VFIO_PCI)
+        what = f"unbinding {drv.name} from {dev.name}"
+        if takes_vfs:
+            self._check_vfs_closed(dev, what)
+        if drv.name == VFIO_PCI and self.vfio.device_open(dev.name):
+            raise SimWouldBlock(what, dev.name, self.vfio.holders(dev.name))
+        if takes_vfs:
             self._disable_vfs(dev)
         if dev.driver == VFIO_PCI:
             self.vf_tokens.pop(dev.name, None)
         dev.driver = None
-        dev.net_up = False        # an interface that comes back comes back down
+        # the interface is destroyed; one created by a later bind is down, unconfigured
+        dev.net_up = False
+        dev.net_configured = False
         self._changed()
 
     # -- sysfs write handlers -----------------------------------------------------------------
@@ -473,6 +495,7 @@ class SimKernel:
         if num == 0:
             if refuses:
                 raise kerr(errno.ENOENT)
+            self._check_vfs_closed(dev, f"writing 0 to {dev.name}'s sriov_numvfs")
             self._disable_vfs(dev)
             return
         if dev.numvfs:
@@ -527,9 +550,15 @@ class SimKernel:
                 if pf.drivers_autoprobe or vf.driver_override is not None:
                     self._attach(vf)
 
+    def _check_vfs_closed(self, pf: SimDevice, what: str) -> None:
+        """``pci_disable_sriov`` removes every VF, which unbinds it: a VF whose VFIO
+        device file is open makes the caller wait (before anything changes here)."""
+        for vf in pf.vfs:
+            if self.vfio.device_open(vf.name):
+                raise SimWouldBlock(what, vf.name, self.vfio.holders(vf.name))
+
     def _disable_vfs(self, pf: SimDevice) -> None:
-        if any(self.vfio.device_open(vf.name) for vf in pf.vfs):
-            raise kerr(errno.EBUSY)
+        self._check_vfs_closed(pf, f"disabling the VFs of {pf.name}")
         for vf in reversed(pf.vfs):
             if vf.driver is not None:
                 self._unbind(vf)
@@ -539,6 +568,64 @@ class SimKernel:
         pf.vfs = []
         pf.numvfs = 0
         self._changed()
+
+    # -- VFIO users (other processes) ------------------------------------------------------
+    def add_vfio_user(self, pid: int, comm: str, group: int,
+                      devices: tuple[str, ...] | list[str] = (), *,
+                      restoring: bool = False) -> VfioUser:
+        """Another process opens ``/dev/vfio/GROUP``, sets it in a type1 container (as
+        QEMU does) and takes a device file for each of ``devices``.
+
+        ``restoring``: the user is read back from saved state, where its group may have
+        lost every member since it was opened (the open file keeps the group).
+
+        Raises:
+            ValueError: a bad pid (taken, this process's own), comm or address.
+            OSError: what the kernel answers that process: ENOENT no ``/dev/vfio/GROUP``
+                (no member on vfio-pci); EBUSY the group is already open; EPERM the group
+                is not viable; ENODEV a device that is not a vfio-pci member of it.
+        """
+        user = make_user(pid, comm, group, devices)
+        if user.pid in self.vfio_users:
+            raise ValueError(f"pid {user.pid} already holds VFIO files on this host")
+        members = [d.name for d in self.vfio_group_devices(user.group)]
+        if not members and not (restoring and not user.devices):
+            raise kerr(errno.ENOENT, f"/dev/vfio/{user.group}")
+        if self.vfio.group_held(user.group):
+            raise kerr(errno.EBUSY, f"/dev/vfio/{user.group}")
+        if members and not self.vfio.viable(user.group):
+            raise kerr(errno.EPERM, f"IOMMU group {user.group} is not viable")
+        for name in user.devices:
+            if name not in members:
+                raise kerr(errno.ENODEV, f"{name} is not bound to vfio-pci in IOMMU group "
+                           f"{user.group}")
+        self.vfio_users[user.pid] = user
+        self._changed()
+        return user
+
+    def remove_vfio_user(self, pid: int) -> None:
+        """The process exits: its VFIO files are closed.
+
+        Raises:
+            ValueError: no such user.
+        """
+        if pid not in self.vfio_users:
+            raise ValueError(f"no VFIO user with pid {pid} on this host")
+        del self.vfio_users[pid]
+        self._changed()
+
+    # -- network -----------------------------------------------------------------------------
+    def live_interfaces(self) -> list[LiveIf]:
+        """The NICs' interfaces that exist now (a kernel driver is bound), with their
+        ifindex: ``lo`` is 1, then every declared interface in device order."""
+        out = []
+        index = 1
+        for dev in self.devices.values():
+            for net in dev.fn.net:
+                index += 1
+                if self.host_uses(dev):
+                    out.append(LiveIf(index, net, dev.net_up, dev.net_configured))
+        return out
 
     # -- modules ----------------------------------------------------------------------------------
     def load_module(self, name: str) -> None:

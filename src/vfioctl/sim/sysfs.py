@@ -10,22 +10,13 @@ file contents are read live through callbacks, so attribute changes need no rebu
 from __future__ import annotations
 
 import functools
-import ipaddress
 import posixpath
 from collections.abc import Callable
 
 from vfioctl.sim.device import SimDevice
 from vfioctl.sim.kernel import VFIO_PCI, SimKernel
+from vfioctl.sim.procfs import build_proc
 from vfioctl.sim.vfs import CharDev, Dir, File, Link, Tree, Writer
-
-ROUTE_HEADER = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU"
-                "\tWindow\tIRTT")
-VIRTUAL_MOUNTS = (
-    "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0",
-    "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0",
-    "udev /dev devtmpfs rw,nosuid,relatime,mode=755 0 0",
-    "tmpfs /run tmpfs rw,nosuid,nodev,noexec,relatime,mode=755 0 0",
-)
 
 
 def rel(from_dir: str, to: str) -> str:
@@ -45,10 +36,6 @@ def live(fn: Callable[[], str], write: Writer | None = None) -> File:
 def wo(write: Writer) -> File:
     """A write-only attribute (mode 0200): reading it fails with EACCES."""
     return File(None, write)
-
-
-def _le_hex(addr: str) -> str:
-    return f"{int.from_bytes(ipaddress.IPv4Address(addr).packed, 'little'):08X}"
 
 
 def build_tree(k: SimKernel) -> Tree:
@@ -125,19 +112,16 @@ def build_tree(k: SimKernel) -> Tree:
     mods.children["modules.builtin"] = text("".join(
         f"kernel/drivers/{n.replace('_', '-')}.ko\n" for n in builtin))
 
-    proc = root.mkdir("proc")
-    proc.children["cmdline"] = text(k.spec.cmdline + "\n")
-    proc.mkdir("sys/kernel").children["osrelease"] = text(k.spec.kernel_release + "\n")
-    proc.children["mounts"] = live(lambda: _mounts(k))
-    proc.mkdir("net").children["route"] = live(lambda: _routes(k))
-    proc.children["swaps"] = text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    build_proc(root, k)
 
     if k.module_loaded("vfio"):
         dv = root.mkdir("dev/vfio")
         dv.children["vfio"] = CharDev("container")
         if k.groups is not None:
-            for number in k.groups.members:
-                if k.vfio_group_devices(number):
+            # the node lives while a member is on vfio-pci or someone holds it open
+            held = k.vfio.held_groups()
+            for number in [*k.groups.members, *sorted(held - set(k.groups.members))]:
+                if k.vfio_group_devices(number) or k.vfio.group_held(number):
                     dv.children[str(number)] = CharDev(f"group:{number}")
     return Tree(root)
 
@@ -248,34 +232,3 @@ def _iommu_unit(root: Dir, k: SimKernel) -> None:
         regs.children["features"] = text("0x206d73ef22254ade\n")
     root.mkdir("sys/class/iommu").children[unit] = Link(
         rel("sys/class/iommu", f"sys/devices/virtual/iommu/{unit}"))
-
-
-def _mounts(k: SimKernel) -> str:
-    # The mount table is not tied to the driver: the kernel keeps a mount whose disk
-    # vanished, so these lines stay after an unbind (as on a real host).
-    lines = list(VIRTUAL_MOUNTS)
-    for dev in k.devices.values():
-        for disk in dev.fn.disks:
-            if disk.mount:
-                lines.append(f"/dev/{disk.name} {disk.mount} {disk.fstype} rw,relatime 0 0")
-            for part in disk.partitions:
-                if part.mount:
-                    lines.append(f"/dev/{part.name} {part.mount} {part.fstype} "
-                                 "rw,relatime 0 0")
-    return "\n".join(lines) + "\n"
-
-
-def _routes(k: SimKernel) -> str:
-    lines = [f"{ROUTE_HEADER:<127}"]
-    for dev in k.devices.values():
-        if not k.host_uses(dev) or not dev.net_up:
-            continue
-        for net in dev.fn.net:
-            for r in net.routes:
-                netw = ipaddress.IPv4Network(r.dest, strict=False)
-                flags = 0x1 | (0x2 if r.gateway != "0.0.0.0" else 0)
-                row = (f"{net.name}\t{_le_hex(str(netw.network_address))}\t"
-                       f"{_le_hex(r.gateway)}\t{flags:04X}\t0\t0\t{r.metric}\t"
-                       f"{_le_hex(str(netw.netmask))}\t0\t0\t0")
-                lines.append(f"{row:<127}")
-    return "\n".join(lines) + "\n"

@@ -1,14 +1,18 @@
 """Simulator: the VFIO character devices and ioctls (legacy container/group API).
 
 Transcribes the behaviour of ``drivers/vfio/vfio_main.c``/``group.c`` (6.1) and
-``drivers/vfio/pci/vfio_pci_core.c`` that KERNEL.md measured, errno for errno:
+``drivers/vfio/pci/vfio_pci_core.c``, errno for errno, as measured on a real kernel
+(docs/kernel.md):
 
 ``dev/vfio/vfio`` (container)
   GET_API_VERSION -> 0; CHECK_EXTENSION(type) -> 1 for TYPE1, TYPE1v2, DMA_CC, UNMAP_ALL,
   UPDATE_VADDR, else 0; SET_IOMMU(type): no group attached or already set EINVAL,
   unsupported type ENODEV. Other requests: EINVAL.
-``dev/vfio/N`` (group)
-  open: already open EBUSY; group has no vfio-pci member ENOENT (no node).
+``dev/vfio/N`` (group; the node exists while a member is bound to vfio-pci, and while
+  someone still holds the group open after its last member left: the open file keeps the
+  ``vfio_group`` and its IOMMU group number alive)
+  open: already open (by this process or another VFIO user) EBUSY
+  (``vfio_group_fops_open``).
   GROUP_GET_STATUS: argsz < 8 EINVAL; flags VIABLE when a container is set or no member
   is bound to a driver that claims DMA (anything but vfio-pci, pci-stub, pcieport);
   CONTAINER_SET. GROUP_SET_CONTAINER: not a fd EBADF, not a container EINVAL, already
@@ -16,8 +20,8 @@ Transcribes the behaviour of ``drivers/vfio/vfio_main.c``/``group.c`` (6.1) and
   GROUP_GET_DEVICE_FD(``"ADDR[ opt=val...]"``): the first member whose name is a prefix
   followed by end or a space matches (another separator: ENODEV); options: only one
   ``vf_token=<36-char UUID>`` (any case); short/invalid UUID, unknown or repeated option
-  EINVAL; then the VF-token rules (KERNEL.md table); then no container/IOMMU EINVAL.
-  Other requests: ENOTTY.
+  EINVAL; then the VF-token rules (``vfio_pci_validate_vf_token``); then no
+  container/IOMMU EINVAL. Other requests: ENOTTY.
 device fd
   DEVICE_GET_INFO: argsz < 16 EINVAL; flags PCI (+RESET when a reset method is enabled);
   9 regions, 5 irqs. DEVICE_RESET: no reset method EINVAL. DEVICE_FEATURE: argsz < 8,
@@ -26,13 +30,16 @@ device fd
   (also while VFs are open). Other features ENOTTY; other requests ENOTTY.
 
 File descriptors belong to the process (the :class:`VfioLayer` of one SimHost); the VF
-token is kernel state and is persisted with the host. A group claimed by a container
-makes the driver core refuse non-DMA-safe drivers in it (EBUSY), as the kernel does.
+token is kernel state and is persisted with the host, and so are the other processes
+that hold VFIO files (:mod:`vfioctl.sim.users`). A group claimed by a container makes
+the driver core refuse non-DMA-safe drivers in it (EBUSY), as the kernel does; a device
+file held open makes unbinding the device block (:mod:`vfioctl.sim.blocking`).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import re
 import struct
 import uuid
@@ -40,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vfioctl.host import uapi
+from vfioctl.sim.users import CONTAINER, DEVICE_FILE, STDIO, VfioUser
 
 if TYPE_CHECKING:
     from vfioctl.sim.device import SimDevice
@@ -93,31 +101,66 @@ class VfioLayer:
         self._next_fd = FIRST_FD
 
     # -- questions the driver core asks -----------------------------------------------------
+    @property
+    def users(self) -> dict[int, VfioUser]:
+        """The other processes holding VFIO files (kernel state, saved with the host)."""
+        return self.kernel.vfio_users
+
     def group_owned(self, group: int | None) -> bool:
         """A VFIO user holds the group's DMA ownership (its container is set)."""
-        g = self.open_groups.get(group) if group is not None else None
-        return g is not None and g.container is not None
+        if group is None:
+            return False
+        g = self.open_groups.get(group)
+        return (g is not None and g.container is not None) or any(
+            u.group == group for u in self.users.values())
 
     def device_open(self, name: str) -> bool:
-        return self.device_opens.get(name, 0) > 0
+        """Some process has a VFIO device file of ``name`` open."""
+        return self.device_opens.get(name, 0) > 0 or any(
+            name in u.devices for u in self.users.values())
+
+    def holders(self, name: str) -> list[str]:
+        """Who has ``name``'s device file open, for messages."""
+        out = [u.describe() for u in self.users.values() if name in u.devices]
+        if self.device_opens.get(name, 0) > 0:
+            out.insert(0, f"this process (pid {os.getpid()})")
+        return out
+
+    def group_held(self, number: int) -> bool:
+        """Some process has ``/dev/vfio/N`` open (its ``vfio_group`` and number live on)."""
+        return number in self.open_groups or any(
+            u.group == number for u in self.users.values())
+
+    def held_groups(self) -> set[int]:
+        return set(self.open_groups) | {u.group for u in self.users.values()}
 
     def viable(self, group: int) -> bool:
         """``!iommu_group_dma_owner_claimed()``: no member on a DMA-claiming driver."""
         return all(d.driver is None or d.driver in _SAFE_DMA_DRIVERS
                    for d in self.kernel.group_members(group))
 
+    def fd_targets(self) -> dict[int, str]:
+        """This process's fd table as ``proc/PID/fd`` shows it: stdio, then the VFIO
+        files it holds."""
+        out = {0: STDIO, 1: STDIO, 2: STDIO}
+        for fd, obj in sorted(self.fds.items()):
+            out[fd] = (CONTAINER if isinstance(obj, Container) else
+                       f"/dev/vfio/{obj.number}" if isinstance(obj, Group) else DEVICE_FILE)
+        return out
+
     # -- file operations ------------------------------------------------------------------------
     def _new_fd(self, obj: OpenFile) -> int:
         fd = self._next_fd
         self._next_fd += 1
         self.fds[fd] = obj
+        self.kernel.version += 1          # proc/PID/fd changed
         return fd
 
     def open(self, key: str) -> int:
         if key == "container":
             return self._new_fd(Container())
         number = int(key.split(":", 1)[1])
-        if number in self.open_groups:
+        if self.group_held(number):
             raise _e(errno.EBUSY)
         if not self.kernel.vfio_group_devices(number):
             raise _e(errno.ENODEV)
@@ -129,6 +172,7 @@ class VfioLayer:
         obj = self.fds.pop(fd, None)
         if obj is None:
             raise _e(errno.EBADF)
+        self.kernel.version += 1
         if isinstance(obj, DeviceFile):
             self.device_opens[obj.name] -= 1
             if not self.device_opens[obj.name]:
