@@ -81,11 +81,37 @@ class HostdevDef:
 
 @dataclass(frozen=True, slots=True)
 class PciControllerDef:
-    """``<controller type='pci' index='N' model='…'>``: a guest PCI bus by its index."""
+    """``<controller type='pci' index='N' model='…'>``: a guest PCI bus by its index.
 
-    index: int
+    ``index`` is None when the attribute is absent (libvirt then assigns one).
+    ``address`` is the controller's own ``<address type='pci'>`` (None without one, or
+    with another address type); ``chassis_nr``, ``chassis`` and ``port`` are its
+    ``<target>`` attributes, None when absent.
+    """
+
+    index: int | None
     model: str | None
     alias: str | None = None
+    address: GuestPciAddress | None = None
+    chassis_nr: int | None = None
+    chassis: int | None = None
+    port: int | None = None
+    where: Location | None = field(default=None, compare=False)
+
+    @property
+    def bus_id(self) -> str:
+        """The QEMU id of the bus it provides: its user alias (``ua-…``), else
+        ``pci.INDEX`` (libvirt drops any other alias from a definition)."""
+        if self.alias is not None and self.alias.startswith("ua-"):
+            return self.alias
+        return f"pci.{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryDef:
+    """``<memory unit='…'>N</memory>`` in KiB, rounded up as libvirt does."""
+
+    kib: int
     where: Location | None = field(default=None, compare=False)
 
 
@@ -113,14 +139,21 @@ class OtherDeviceDef:
 
 @dataclass(frozen=True, slots=True)
 class DomainDef:
-    """The parts of a ``<domain>`` that vfioctl reads; the document itself is kept apart."""
+    """The parts of a ``<domain>`` that vfioctl reads; the document itself is kept apart.
+
+    ``domain_type`` is ``<domain type>``; ``memory`` is None without a ``<memory>`` (or
+    with an empty one); ``vcpus`` is ``<vcpu>``, 1 when absent as in libvirt.
+    """
 
     name: str | None
     file: str
+    domain_type: str | None = None
     arch: str | None = None
     machine: str | None = None
     emulator: str | None = None
     os_boot: bool = False
+    memory: MemoryDef | None = None
+    vcpus: int = 1
     hostdevs: tuple[HostdevDef, ...] = ()
     controllers: tuple[PciControllerDef, ...] = ()
     others: tuple[OtherDeviceDef, ...] = ()

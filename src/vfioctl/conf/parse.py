@@ -3,9 +3,13 @@
 Parsing is strict about ``<hostdev>``: every element and attribute inside one is either
 understood or an :class:`XmlError` naming it and its line, because libvirt's habit of
 ignoring what it does not know (an unmerged ``<vf-token>``, a non-``ua-`` alias) makes
-the user believe something happens that does not. Everything outside hostdevs is only
-summarised (for guest PCI address assignment and duplicate checks) and kept verbatim in
-the document for :mod:`vfioctl.conf.format`.
+the user believe something happens that does not. Outside hostdevs, the few settings
+``vfioctl start`` translates (memory, vCPUs, PCI controllers) are read into typed
+fields with libvirt's number rules (:mod:`vfioctl.conf.numbers`), every other device is
+only summarised (for guest PCI address assignment and duplicate checks), and the text
+is kept verbatim for :mod:`vfioctl.conf.format`. What would make vfioctl read less than
+libvirt does is refused: a second copy of an element libvirt allows once, XML entities,
+libvirt element names in a foreign namespace.
 
 The only I/O here is reading the file the caller names.
 """
@@ -26,10 +30,12 @@ from vfioctl.conf.hostdev import (
     GuestPciAddress,
     HostdevDef,
     Location,
+    MemoryDef,
     OtherDeviceDef,
     PciControllerDef,
     RomDef,
 )
+from vfioctl.conf.numbers import LLONG_MAX, ULLONG_MAX, parse_int, parse_uint, unit_scale
 from vfioctl.errors import UnsupportedConfig, XmlError
 
 # What a PCI <hostdev> may contain; anything else is an error, never ignored.
@@ -46,8 +52,31 @@ _SOURCE_ADDRESS_ATTRS = frozenset({"domain", "bus", "slot", "function"})
 # libvirt knows these inside a PCI hostdev; vfioctl does not model them (yet).
 _LIBVIRT_ONLY_CHILDREN = frozenset({"teaming", "acpi"})
 _OTHER_HOSTDEV_TYPES = frozenset({"usb", "scsi", "scsi_host", "mdev"})
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_ALIAS_RE = re.compile(r"^ua-[A-Za-z0-9_-]+$")
+# Used with fullmatch: "$" would also match before a trailing newline ("&#10;").
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_ALIAS_RE = re.compile(r"ua-[A-Za-z0-9_-]+")
+
+# Elements libvirt 9.0's domain schema (domaincommon.rng) allows at most once: in
+# <domain>, in <devices>, and the <type> of <os>. libvirt's parser reads the first one
+# of each (and merges every <devices>), so a second one would be silently ignored by
+# libvirt and by vfioctl; libvirt's schema refuses it, and so does vfioctl.
+_DOMAIN_SINGLETONS = frozenset({
+    "name", "uuid", "genid", "title", "description", "metadata", "cpu", "bootloader",
+    "bootloader_args", "os", "clock", "memory", "maxMemory", "currentMemory",
+    "memoryBacking", "vcpu", "vcpus", "iothreads", "iothreadids", "defaultiothread",
+    "blkiotune", "memtune", "cputune", "numatune", "resource", "features", "on_reboot",
+    "on_poweroff", "on_crash", "on_lockfailure", "pm", "perf", "idmap", "devices",
+    "keywrap", "launchSecurity",
+})
+_DEVICES_SINGLETONS = frozenset({"emulator", "watchdog", "memballoon", "nvram", "iommu",
+                                 "vsock"})
+_OS_SINGLETONS = frozenset({"type"})
+# What vfioctl reads from a device that is not a hostdev; every libvirt device allows
+# each of these once (a second <address>, say, would be ignored by libvirt's parser).
+_DEVICE_CHILD_SINGLETONS = frozenset({"address", "boot", "alias", "target", "model"})
+# Element names libvirt uses directly in <domain>; the same name in another XML
+# namespace is not libvirt's element and would be skipped by libvirt without a word.
+_DOMAIN_VOCABULARY = _DOMAIN_SINGLETONS | {"sysinfo", "seclabel"}
 
 # libvirt's upper bounds and messages (src/util/virpci.c virPCIDeviceAddressIsValid).
 _LIMITS = {"domain": (0xFFFF, "0xFFFF"), "bus": (0xFF, "0xFF"), "slot": (0x1F, "0x1F"),
@@ -122,6 +151,7 @@ class _Parser:
         return UnsupportedConfig(f"{self.loc(el)}: {message}", hint=hint)
 
     def uint(self, el: Any, attr: str, *, default: int | None = 0) -> int | None:
+        """An unsigned attribute read like libvirt's PCI address fields (base 0)."""
         text = el.get(attr)
         if text is None:
             return default
@@ -129,6 +159,35 @@ class _Parser:
         if value is None:
             raise self.error(el, f"Cannot parse <{_tag(el)}> '{attr}' attribute '{text}'")
         return value
+
+    def prop_int(self, el: Any, attr: str, base: int) -> int | None:
+        """A non-negative ``int`` attribute as libvirt's virXMLPropInt reads it (with
+        VIR_XML_PROP_NONNEGATIVE); None when absent."""
+        text: str | None = el.get(attr)
+        if text is None:
+            return None
+        value = parse_int(text, base)
+        if value is None:
+            raise self.error(el, f"Invalid value for attribute '{attr}' in element "
+                             f"'{_tag(el)}': '{text}'. Expected integer value")
+        if value < 0:
+            raise self.error(el, f"Invalid value for attribute '{attr}' in element "
+                             f"'{_tag(el)}': '{text}'. Expected non-negative value")
+        return value
+
+    def boot_order(self, boot: Any) -> int:
+        """``<boot order='N'/>`` of any device: libvirt's virXMLPropUInt, base 10, not 0."""
+        text = boot.get("order")
+        if text is None:
+            raise self.error(boot, "missing boot order attribute")
+        order = parse_uint(text, 10)
+        if order is None:
+            raise self.error(boot, f"Invalid value for attribute 'order' in element "
+                             f"'boot': '{text}'. Expected non-negative integer value")
+        if order == 0:
+            raise self.error(boot, "Invalid value for attribute 'order' in element "
+                             "'boot': Zero is not permitted")
+        return order
 
     def check_attrs(self, el: Any, allowed: frozenset[str], where: str) -> None:
         for attr in el.attrib:
@@ -147,14 +206,25 @@ class _Parser:
     def document(self, root: Any, text: str) -> DomainDocument:
         if _tag(root) != "domain":
             raise self.error(root, f"expected a <domain> document, found <{_tag(root)}>")
+        self.check_entities(root)
+        self.check_once(root, _DOMAIN_SINGLETONS, "<domain>")
+        self.check_foreign(root, _DOMAIN_VOCABULARY, "<domain>")
         name_el = root.find("name")
+        os_el = root.find("os")
+        if os_el is not None:
+            self.check_once(os_el, _OS_SINGLETONS, "<os>")
         os_type = root.find("os/type")
-        emulator = root.find("devices/emulator")
+        memory = self.memory(root.find("memory"))
+        vcpus = self.vcpus(root.find("vcpu"))
         hostdevs: list[HostdevDef] = []
         elements: list[Any] = []
         controllers: list[PciControllerDef] = []
         others: list[OtherDeviceDef] = []
         devices = root.find("devices")
+        if devices is not None:
+            self.check_once(devices, _DEVICES_SINGLETONS, "<devices>")
+            self.check_foreign(devices, None, "<devices>")
+        emulator = root.find("devices/emulator")
         for el in devices if devices is not None else ():
             if not isinstance(el.tag, str):
                 continue  # comments, processing instructions
@@ -164,23 +234,23 @@ class _Parser:
             if tag == "hostdev":
                 hostdevs.append(self.hostdev(el))
                 elements.append(el)
-            elif tag == "controller" and el.get("type") == "pci":
-                controllers.append(PciControllerDef(
-                    index=self.uint(el, "index", default=0) or 0,
-                    model=el.get("model"),
-                    alias=_alias_of(el),
-                    where=self.loc(el),
-                ))
-                others.append(self.other(el))
-            else:
-                others.append(self.other(el))
+                continue
+            other = self.other(el)
+            others.append(other)
+            if tag == "controller":
+                ctl = self.controller(el, other)
+                if ctl is not None:
+                    controllers.append(ctl)
         domain = DomainDef(
             name=name_el.text.strip() if name_el is not None and name_el.text else None,
             file=self.file,
+            domain_type=root.get("type"),
             arch=os_type.get("arch") if os_type is not None else None,
             machine=os_type.get("machine") if os_type is not None else None,
             emulator=emulator.text.strip() if emulator is not None and emulator.text else None,
             os_boot=root.find("os/boot") is not None,
+            memory=memory,
+            vcpus=vcpus,
             hostdevs=tuple(hostdevs),
             controllers=tuple(controllers),
             others=tuple(others),
@@ -188,7 +258,120 @@ class _Parser:
         return DomainDocument(domain=domain, tree=root.getroottree(),
                               hostdev_elements=tuple(elements), text=text)
 
+    def check_entities(self, root: Any) -> None:
+        """Refuse XML entities, so that vfioctl and libvirt read the same document.
+
+        With ``resolve_entities=False`` nothing is ever fetched or expanded (no XXE, no
+        entity bomb), but libvirt 9.0 reads the text of an internal entity (to it,
+        ``<memory unit='MiB'>&m;</memory>`` is the entity's number) while vfioctl would
+        see nothing there; and a ``<hostdev>`` inside an entity is seen by neither.
+        """
+        from lxml import etree
+
+        dtd = root.getroottree().docinfo.internalDTD
+        names = [str(e.name) for e in dtd.iterentities()] if dtd is not None else []
+        if names:
+            raise XmlError(f"{self.file}: the document declares the XML entity "
+                           f"'{names[0]}'; vfioctl does not expand entities",
+                           hint="write the value out where it is used (libvirt reads "
+                           "an entity's text, so vfioctl could not check what it sees)")
+        for node in root.iter(etree.Entity):
+            raise self.error(node, f"entity reference '{node.text}' cannot be resolved "
+                             "(vfioctl loads no DTD)", hint="write the value out")
+
+    def check_once(self, parent: Any, names: frozenset[str], where: str) -> None:
+        seen: dict[str, Any] = {}
+        for child in parent:
+            if not isinstance(child.tag, str) or child.tag not in names:
+                continue
+            if child.tag in seen:
+                raise self.error(child, f"element <{child.tag}> appears twice in {where}",
+                                 hint=f"libvirt allows one (the first is at line "
+                                 f"{seen[child.tag].sourceline}); merge them into one")
+            seen[child.tag] = child
+
+    def check_foreign(self, parent: Any, names: frozenset[str] | None, where: str) -> None:
+        """Refuse an element in an XML namespace where libvirt expects its own element
+        of that name (``names``; None: any element), e.g. ``<hostdev xmlns='…'>``:
+        libvirt would skip it without a word."""
+        for child in parent:
+            if not isinstance(child.tag, str) or not child.tag.startswith("{"):
+                continue
+            ns, local = child.tag[1:].split("}", 1)
+            if names is None or local in names:
+                raise self.error(child, f"element <{local}> in XML namespace '{ns}' is "
+                                 f"not libvirt's <{local}> (in {where})",
+                                 hint="libvirt would ignore it; remove the xmlns or the "
+                                 "element")
+
+    def memory(self, el: Any) -> MemoryDef | None:
+        """``<memory>`` as libvirt's virDomainParseMemory reads it: decimal, scaled by
+        ``unit`` (KiB by default), rounded up to KiB; None when absent or empty."""
+        if el is None:
+            return None
+        text = str(el.xpath("string()"))
+        if not text:
+            return None
+        unit = el.get("unit")
+        shown = f"'{text}'" + (f" (unit '{unit}')" if unit else "")
+        value = parse_uint(text, 10, maximum=ULLONG_MAX)
+        if value is None:
+            raise self.error(el, f"invalid <memory> {shown}: not a non-negative decimal "
+                             "integer", hint="write e.g. <memory unit='MiB'>1024</memory>")
+        scale = unit_scale(unit, 1024)
+        if scale is None:
+            raise self.error(el, f"invalid <memory> unit '{unit}'",
+                             hint="use b, KiB, MiB, GiB, TiB, PiB or EiB (k, M, G …: the "
+                             "same), or KB, MB, GB … for powers of 1000")
+        # libvirt's limits: bytes fit a signed 64-bit value (virScaleInteger), and the
+        # KiB, rounded up, stay below that limit in KiB (virDomainParseMemory).
+        if value > LLONG_MAX // scale or -(-value * scale // 1024) >= -(-LLONG_MAX // 1024):
+            raise self.error(el, f"invalid <memory> {shown}: too large",
+                             hint="libvirt's limit is 2^63 bytes")
+        return MemoryDef(kib=-(-value * scale // 1024), where=self.loc(el))
+
+    def vcpus(self, el: Any) -> int:
+        """``<vcpu>`` as libvirt's virDomainVcpuParse reads it (decimal, at least 1),
+        and its ``current`` attribute, which must not exceed it; 1 when absent."""
+        if el is None:
+            return 1
+        text = str(el.xpath("string()"))
+        count = parse_uint(text, 10)
+        if count is None or count == 0:
+            raise self.error(el, f"invalid <vcpu> '{text}': the maximum vcpus count must "
+                             "be a positive integer", hint="write e.g. <vcpu>2</vcpu>")
+        current = el.get("current")
+        if current is not None:
+            value = parse_uint(current, 10)
+            if value is None:
+                raise self.error(el, f"Invalid value for attribute 'current' in element "
+                                 f"'vcpu': '{current}'. Expected non-negative integer "
+                                 "value")
+            if value > count:
+                raise self.error(el, "maximum vCPU count must not be less than current "
+                                 f"vCPU count ({count} < {value})")
+        return count
+
+    def controller(self, el: Any, summary: OtherDeviceDef) -> PciControllerDef | None:
+        """Any ``<controller>``'s index (libvirt: base 10, a non-negative int); the
+        model, alias, address and ``<target>`` numbers of a PCI one (base 0)."""
+        index = self.prop_int(el, "index", 10)
+        if el.get("type") != "pci":
+            return None
+        target = el.find("target")  # at most one: checked with the device's summary
+        return PciControllerDef(
+            index=index,
+            model=el.get("model"),
+            alias=summary.alias,
+            address=summary.pci_address,
+            chassis_nr=self.prop_int(target, "chassisNr", 0) if target is not None else None,
+            chassis=self.prop_int(target, "chassis", 0) if target is not None else None,
+            port=self.prop_int(target, "port", 0) if target is not None else None,
+            where=self.loc(el),
+        )
+
     def other(self, el: Any) -> OtherDeviceDef:
+        self.check_once(el, _DEVICE_CHILD_SINGLETONS, f"<{_tag(el)}>")
         addr_el = el.find("address")
         pci = None
         if addr_el is not None and addr_el.get("type") == "pci":
@@ -207,7 +390,7 @@ class _Parser:
             target_type=target.get("type") if target is not None else None,
             pci_address=pci,
             has_address=addr_el is not None,
-            boot_order=self.uint(boot, "order", default=None) if boot is not None else None,
+            boot_order=self.boot_order(boot) if boot is not None else None,
             alias=_alias_of(el),
             where=self.loc(el),
         )
@@ -281,22 +464,13 @@ class _Parser:
         boot_order = None
         if (boot := children.get("boot")) is not None:
             self.no_text(boot, "in a hostdev")
-            if boot.get("order") is None:
-                raise self.error(boot, "missing boot order attribute")
-            text = boot.get("order")
-            if not re.fullmatch(r"\s*[0-9]+\s*", text):
-                raise self.error(boot, f"Invalid value for attribute 'order' in element "
-                                 f"'boot': '{text}'. Expected non-negative integer value")
-            boot_order = int(text)
-            if boot_order == 0:
-                raise self.error(boot, "Invalid value for attribute 'order' in element "
-                                 "'boot': Zero is not permitted")
+            boot_order = self.boot_order(boot)
 
         alias = None
         if (alias_el := children.get("alias")) is not None:
             self.no_text(alias_el, "in a hostdev")
             alias = alias_el.get("name")
-            if alias is None or not _ALIAS_RE.match(alias):
+            if alias is None or not _ALIAS_RE.fullmatch(alias):
                 raise self.error(alias_el, f"alias '{alias}' is not a user alias",
                                  hint="user aliases are 'ua-' followed by letters, digits, "
                                  "'_' or '-'; libvirt silently drops any other alias")
@@ -369,7 +543,7 @@ class _Parser:
             text = tok.get("uuid")
             if text is None:
                 raise self.error(tok, "missing uuid attribute in <vf-token>")
-            if not _UUID_RE.match(text):
+            if not _UUID_RE.fullmatch(text):
                 # The value is a secret even when malformed: never echo it.
                 raise self.error(tok, "malformed vf-token uuid",
                                  hint="write it as 8-4-4-4-12 hex digits, e.g. the output "
@@ -384,10 +558,10 @@ class _Parser:
             assert value is not None
             limit, shown = _LIMITS[attr]
             if value > limit:
-                raw = addr.get(attr)
+                # libvirt prints the value it read, in hex (virPCIDeviceAddressIsValid)
                 msg = (f"Invalid PCI address function={value:#x}, must be <= 7"
                        if attr == "function"
-                       else f"Invalid PCI address {attr}='{raw}', must be <= {shown}")
+                       else f"Invalid PCI address {attr}='{value:#x}', must be <= {shown}")
                 raise self.error(addr, msg)
             values.append(value)
         return values[0], values[1], values[2], values[3]
@@ -451,12 +625,6 @@ def _alias_of(el: Any) -> str | None:
 
 
 def _strtoul(text: str) -> int | None:
-    """Like libvirt's virStrToLong_uip(…, base 0): 0x hex, leading-0 octal, else decimal."""
-    s = text.strip()
-    if re.fullmatch(r"0[xX][0-9a-fA-F]+", s):
-        return int(s, 16)
-    if re.fullmatch(r"0[0-7]*", s):
-        return int(s, 8)
-    if re.fullmatch(r"[1-9][0-9]*", s):
-        return int(s)
-    return None
+    """Like libvirt's virStrToLong_uip(…, base 0): 0x hex, leading-0 octal, else decimal;
+    at most UINT_MAX (see :mod:`vfioctl.conf.numbers`)."""
+    return parse_uint(text, 0)

@@ -16,10 +16,12 @@ def validate_domain(domain: DomainDef) -> None:
     """Check a parsed domain for conflicts between its devices.
 
     Raises:
-        XmlError: on a duplicate hostdev source, guest PCI address, alias or boot order,
-            per-device boot mixed with ``<os><boot>``, or a ROM tuned while disabled.
+        XmlError: on a duplicate hostdev source, guest PCI address, alias, boot order or
+            PCI controller index, per-device boot mixed with ``<os><boot>``, or a ROM
+            tuned while disabled.
     """
     _check_sources(domain)
+    _check_controllers(domain)
     _check_guest_addresses(domain)
     _check_aliases(domain)
     _check_boot(domain)
@@ -38,6 +40,17 @@ def _check_sources(domain: DomainDef) -> None:
             raise _err(hd.where, "Hostdev already exists in the domain configuration",
                        hint=f"PCI device {hd.source} is also assigned at {seen[hd.source]}")
         seen[hd.source] = hd.where
+
+
+def _check_controllers(domain: DomainDef) -> None:
+    # libvirt 9.0 refuses two controllers of one type with one index when defining.
+    seen: set[int] = set()
+    for ctl in domain.controllers:
+        if ctl.index is None:
+            continue
+        if ctl.index in seen:
+            raise _err(ctl.where, f"Multiple 'pci' controllers with index '{ctl.index}'")
+        seen.add(ctl.index)
 
 
 def _is_wanted(addr: GuestPciAddress) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vfioctl.address import PciAddress
-from vfioctl.conf.hostdev import DomainDef
+from vfioctl.conf.hostdev import DomainDef, PciControllerDef
 from vfioctl.conf.parse import DomainDocument
 from vfioctl.errors import ConfigError, UnsupportedConfig, UsageError
 from vfioctl.qemu.argv import build_hostdev_devices, format_props_json
@@ -47,14 +47,6 @@ _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 # QEMU options start does not let the user override: they would break the launch
 # protocol (the pid, the paused start, the QMP socket vfioctl talks to).
 _REFUSED_EXTRA = frozenset({"-daemonize", "--daemonize"})
-
-_UNITS = {
-    "b": 1, "bytes": 1,
-    "kb": 1000, "k": 1024, "kib": 1024,
-    "mb": 1000**2, "m": 1024**2, "mib": 1024**2,
-    "gb": 1000**3, "g": 1024**3, "gib": 1024**3,
-    "tb": 1000**4, "t": 1024**4, "tib": 1024**4,
-}
 
 
 @dataclass(frozen=True)
@@ -158,39 +150,23 @@ def check_domain_name(domain: DomainDef) -> str:
     return name
 
 
-def _memory_kib(doc: DomainDocument) -> int:
-    el = doc.tree.find("memory")
-    if el is None or not (el.text or "").strip():
-        raise ConfigError(f"{doc.domain.file}: the domain has no <memory>",
+def _memory_kib(domain: DomainDef) -> int:
+    memory = domain.memory
+    if memory is None:
+        raise ConfigError(f"{domain.file}: the domain has no <memory>",
                           hint="add e.g. <memory unit='MiB'>1024</memory>")
-    unit = (el.get("unit") or "KiB").lower()
-    if unit not in _UNITS or not el.text.strip().isdigit():
-        raise ConfigError(f"{doc.domain.file}:{el.sourceline}: invalid <memory> "
-                          f"'{el.text.strip()} {el.get('unit') or 'KiB'}'")
-    size = int(el.text.strip()) * _UNITS[unit]
-    kib = -(-size // 1024)  # libvirt rounds up to whole KiB
-    if kib <= 0:
-        raise ConfigError(f"{doc.domain.file}:{el.sourceline}: <memory> must be positive")
-    return kib
+    if memory.kib <= 0:
+        raise ConfigError(f"{memory.where or domain.file}: <memory> must be positive")
+    return memory.kib
 
 
-def _vcpus(doc: DomainDocument) -> int:
-    el = doc.tree.find("vcpu")
-    if el is None:
-        return 1
-    text = (el.text or "").strip()
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"{doc.domain.file}:{el.sourceline}: invalid <vcpu> '{text}'")
-    return int(text)
-
-
-def _accel(doc: DomainDocument) -> str | None:
-    kind = doc.tree.getroot().get("type")
+def _accel(domain: DomainDef) -> str | None:
+    kind = domain.domain_type
     if kind is None:
         return None
     accel = {"kvm": "kvm", "qemu": "tcg"}.get(kind)
     if accel is None:
-        raise UnsupportedConfig(f"{doc.domain.file}: domain type '{kind}' is not supported "
+        raise UnsupportedConfig(f"{domain.file}: domain type '{kind}' is not supported "
                                 "by vfioctl start", hint="use type='kvm' or type='qemu'")
     return accel
 
@@ -200,18 +176,13 @@ def _opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
-def _controller_args(doc: DomainDocument, buses: set[str]) -> list[str]:
+def _controller_args(domain: DomainDef, buses: set[str]) -> list[str]:
     """``-device`` for each declared PCI controller a hostdev sits behind, parents first."""
-    domain = doc.domain
     family = domain.machine_family
-    by_bus: dict[str, Any] = {}
-    for el in doc.tree.findall("devices/controller"):
-        if el.get("type") != "pci" or el.get("index") in (None, "0"):
-            continue
-        index = int(el.get("index"), 0)
-        alias_el = el.find("alias")
-        alias = alias_el.get("name") if alias_el is not None else None
-        by_bus[alias if alias and alias.startswith("ua-") else f"pci.{index}"] = el
+    by_bus: dict[str, PciControllerDef] = {}
+    for ctl in domain.controllers:
+        if ctl.index:  # absent or 0: the root bus, or one libvirt would number itself
+            by_bus[ctl.bus_id] = ctl
     wanted = [b for b in sorted(buses) if b != ROOT_BUS[family]]
     out: list[str] = []
     done: set[str] = set()
@@ -219,41 +190,35 @@ def _controller_args(doc: DomainDocument, buses: set[str]) -> list[str]:
     def emit(bus_id: str, depth: int) -> None:
         if bus_id in done or bus_id == ROOT_BUS[family]:
             return
-        el = by_bus.get(bus_id)
-        if el is None or depth > 8:
+        ctl = by_bus.get(bus_id)
+        if ctl is None or depth > 8:
             raise UnsupportedConfig(f"{domain.file}: PCI bus '{bus_id}' has no controller "
                                     "vfioctl start can create")
-        model = el.get("model")
-        where = f"{domain.file}:{el.sourceline}"
-        addr_el = el.find("address")
-        if addr_el is None or addr_el.get("type") != "pci":
-            raise UnsupportedConfig(f"{where}: the {model} controller needs an explicit "
+        model = ctl.model
+        addr = ctl.address
+        if addr is None:
+            raise UnsupportedConfig(f"{ctl.where}: the {model} controller needs an explicit "
                                     "<address type='pci' …/> for vfioctl start")
-        parent_index = int(addr_el.get("bus", "0"), 0)
-        parent = ROOT_BUS[family] if parent_index == 0 else _bus_of_index(by_bus, parent_index)
+        parent = ROOT_BUS[family] if addr.bus == 0 else _bus_of_index(by_bus, addr.bus)
         emit(parent, depth + 1)
-        slot = int(addr_el.get("slot", "0"), 0)
-        function = int(addr_el.get("function", "0"), 0)
-        index = int(el.get("index"), 0)
-        target = el.find("target")
+        index = ctl.index or 0
         props: Props
         if family == "pc" and model == "pci-bridge":
-            chassis = _int_attr(target, "chassisNr", index)
+            chassis = index if ctl.chassis_nr is None else ctl.chassis_nr
             props = {"driver": "pci-bridge", "chassis_nr": chassis, "id": bus_id,
                      "bus": parent}
         elif family == "q35" and model == "pcie-root-port":
             props = {"driver": "pcie-root-port",
-                     "port": _int_attr(target, "port", 0x10 + index - 1),
-                     "chassis": _int_attr(target, "chassis", index), "id": bus_id,
+                     "port": 0x10 + index - 1 if ctl.port is None else ctl.port,
+                     "chassis": index if ctl.chassis is None else ctl.chassis, "id": bus_id,
                      "bus": parent}
         else:
             raise UnsupportedConfig(
-                f"{where}: PCI controller model '{model}' is not supported by vfioctl start",
-                hint="put hostdevs on a pci-bridge (pc) or a pcie-root-port (q35)")
-        mf = addr_el.get("multifunction")
-        if mf in ("on", "off"):
-            props["multifunction"] = mf == "on"
-        props["addr"] = f"0x{slot:x}" + (f".0x{function:x}" if function else "")
+                f"{ctl.where}: PCI controller model '{model}' is not supported by vfioctl "
+                "start", hint="put hostdevs on a pci-bridge (pc) or a pcie-root-port (q35)")
+        if addr.multifunction is not None:
+            props["multifunction"] = addr.multifunction
+        props["addr"] = f"0x{addr.slot:x}" + (f".0x{addr.function:x}" if addr.function else "")
         out.extend(["-device", format_props_json(props)])
         done.add(bus_id)
 
@@ -262,17 +227,11 @@ def _controller_args(doc: DomainDocument, buses: set[str]) -> list[str]:
     return out
 
 
-def _bus_of_index(by_bus: dict[str, Any], index: int) -> str:
-    for bus_id, el in by_bus.items():
-        if int(el.get("index"), 0) == index:
+def _bus_of_index(by_bus: dict[str, PciControllerDef], index: int) -> str:
+    for bus_id, ctl in by_bus.items():
+        if ctl.index == index:
             return bus_id
     return f"pci.{index}"
-
-
-def _int_attr(el: Any, name: str, default: int) -> int:
-    if el is None or el.get(name) is None:
-        return default
-    return int(el.get(name), 0)
 
 
 # -- the runtime directory --------------------------------------------------------------------
@@ -396,15 +355,15 @@ def plan_start(doc: DomainDocument, caps: QemuCaps, *, binary: str,
     socket_path = rdir / SOCKET_NAME
     argv: list[str] = [binary, "-name", f"guest={_opt(name)}"]
     argv += ["-machine", _opt(domain.machine or "pc")]
-    accel = _accel(doc)
+    accel = _accel(domain)
     if accel is not None:
         argv += ["-accel", accel]
-    argv += ["-m", f"{_memory_kib(doc)}k", "-smp", str(_vcpus(doc))]
+    argv += ["-m", f"{_memory_kib(domain)}k", "-smp", str(domain.vcpus)]
     argv += ["-no-user-config", "-nodefaults", "-display", "none", "-S"]
     argv += ["-chardev", f"socket,id=qmp,path={_opt(str(socket_path))},server=on,wait=off",
              "-mon", "chardev=qmp,mode=control"]
     buses = {str(d.props["bus"]) for d in devices}
-    argv += _controller_args(doc, buses)
+    argv += _controller_args(domain, buses)
     for dev in devices:
         if not dev.hotplug:
             argv += ["-device", format_props_json(dev.props)]

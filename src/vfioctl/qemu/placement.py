@@ -105,7 +105,7 @@ def _bus_id(domain: DomainDef, hd: HostdevDef, addr: GuestPciAddress) -> str:
         return ROOT_BUS[family]
     for ctl in domain.controllers:
         if ctl.index == addr.bus:
-            return ctl.alias or f"pci.{ctl.index}"
+            return ctl.bus_id
     raise UnsupportedConfig(
         f"{hd.where}: guest PCI bus 0x{addr.bus:02x} has no <controller type='pci' "
         f"index='{addr.bus}'> and vfioctl does not add controllers",
