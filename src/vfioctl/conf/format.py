@@ -86,12 +86,15 @@ def format_hostdev(hd: HostdevDef, *, indent: str = "", reveal: bool = False) ->
 
 # A small XML tokenizer, enough to find where each <domain><devices><hostdev> starts and
 # ends in the original text: comments, CDATA, PIs and the DOCTYPE are skipped whole, and
-# quoted attribute values may contain '>'.
+# quoted attribute values may contain '>'. The DOCTYPE's internal subset may hold
+# comments, PIs and quoted literals with ']' or '>' in them (the text is well-formed:
+# lxml parsed it first, so the first way to match is the right one).
+_INTERNAL_SUBSET = r"""\[(?:<!--.*?-->|<\?.*?\?>|"[^"]*"|'[^']*'|[^\]"'])*\]"""
 _TOKEN = re.compile(
     r"<!--.*?-->"
     r"|<!\[CDATA\[.*?\]\]>"
     r"|<\?.*?\?>"
-    r"|<!DOCTYPE(?:[^\[>]|\[.*?\])*>"
+    r"""|<!DOCTYPE(?:[^\[>"']|"[^"]*"|'[^']*'|""" + _INTERNAL_SUBSET + r")*>"
     r"|</\s*(?P<end>[^\s>]+)\s*>"
     r"|<(?P<start>[^\s/>!?]+)(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(?P<empty>/?)>",
     re.S,
