@@ -83,6 +83,10 @@ class Context:
         return self._host
 
 
+#: Warnings printed after a command that succeeded (see :func:`_recover_first`).
+_WARNINGS: list[str] = []
+
+
 def _recover_first(host: Any) -> None:
     """Any command first finishes or rolls back what a dead vfioctl left half-done.
 
@@ -92,8 +96,14 @@ def _recover_first(host: Any) -> None:
     and only then takes the lock.
     """
     state_dir = host.state_dir
-    if host.readonly or state_dir is None or not (state_dir / "vfioctl.db").exists():
+    if host.readonly or state_dir is None:
         return
+    try:
+        os.stat(state_dir / "vfioctl.db")
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass  # not ours to read: the manager says so below
     from vfioctl.errors import PermissionDenied
     from vfioctl.manager import HostdevManager
 
@@ -103,8 +113,9 @@ def _recover_first(host: Any) -> None:
             return
         recovered = mgr.recover()
     except PermissionDenied:
-        click.echo("vfioctl: warning: cannot check for an interrupted operation "
-                   f"(no access to {state_dir}); run vfioctl as root", err=True)
+        # Said once the command has succeeded (a failing one has its own one line).
+        _WARNINGS.append("cannot check for an interrupted operation (no access to "
+                         f"{state_dir}); run vfioctl as root")
         return
     for rec in recovered:
         click.echo(f"vfioctl: {rec.describe()}", err=True)
@@ -147,8 +158,11 @@ def cli(ctx: click.Context, host_spec: str | None, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI, turn errors into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _WARNINGS.clear()
     try:
         rv = cli.main(args=argv, prog_name="vfioctl", standalone_mode=False)
+        for warning in _WARNINGS:
+            click.echo(f"vfioctl: warning: {warning}", err=True)
         # standalone_mode=False hands a command's click Exit code back as the value
         if isinstance(rv, int):
             return rv
