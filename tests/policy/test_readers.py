@@ -44,7 +44,7 @@ def test_list_and_status_do_not_wait_for_a_writer(tmp_path: Path) -> None:
         assert held.wait(10)
         for cmd in (["list", "--json"], ["groups"], ["status", "--json"]):
             started = time.monotonic()
-            code, out, err = run("--host", f"sim:{host}", *cmd)
+            code, _out, err = run("--host", f"sim:{host}", *cmd)
             assert code == 0, err
             assert "busy" not in err
             # the default lock timeout is 10 s: a reader that queued would take that long

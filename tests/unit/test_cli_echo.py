@@ -52,7 +52,7 @@ def test_one_line_is_one_printable_bounded_line(text: str) -> None:
 def test_any_address_gives_one_line_or_an_answer(address: str, command: str) -> None:
     if address.startswith("-"):
         address = "x" + address
-    code, out, err = run("--host", "sim:workstation", command, address)
+    code, _out, err = run("--host", "sim:workstation", command, address)
     assert code in EXIT_CODES, err
     assert "Traceback" not in err
     if code != 0:
@@ -67,7 +67,7 @@ def test_any_address_gives_one_line_or_an_answer(address: str, command: str) -> 
 def test_any_uuid_argument_is_refused_or_taken_without_echoing_it(text: str) -> None:
     if text.startswith("-"):
         text = "x" + text
-    code, out, err = run("--host", "sim:workstation", "token", "set", "0000:01:00.0",
+    code, _out, err = run("--host", "sim:workstation", "token", "set", "0000:01:00.0",
                          "--uuid", text)
     assert code in EXIT_CODES and "Traceback" not in err
     lines = [ln for ln in err.splitlines() if not ln.startswith("vfioctl: warning:")]
