@@ -195,7 +195,7 @@ def parse_function(t: Mapping[str, Any], index: int) -> Function:
                   for i, d in enumerate(v.tables(t.get("disk", []), where, "disk")))
     drv = v.as_name(t["driver"], where, "driver", "driver name (or '' for none)",
                     empty=True) if "driver" in t else None
-    override = v.get_str(t, "driver_override", where, "", max_len=64)
+    override = v.get_str(t, "driver_override", where, "", max_len=4094)
     return Function(
         addr=addr, kind=kind, vendor=vendor, device=device, class_code=class_code,
         revision=_hex(t.get("revision", 0), where, "revision", 8),
