@@ -112,10 +112,10 @@ def _recover_first(host: Any) -> None:
         if not mgr.needs_recovery():
             return
         recovered = mgr.recover()
-    except PermissionDenied:
+    except PermissionDenied as err:
         # Said once the command has succeeded (a failing one has its own one line).
-        _WARNINGS.append("cannot check for an interrupted operation (no access to "
-                         f"{state_dir}); run vfioctl as root")
+        _WARNINGS.append(f"cannot check for an interrupted operation: {err}"
+                         + (f"; {err.hint}" if err.hint else ""))
         return
     for rec in recovered:
         click.echo(f"vfioctl: {rec.describe()}", err=True)

@@ -148,7 +148,8 @@ class HostdevManager:
     def _writer(self, what: str) -> Iterator[tuple[StateWriter, list[Recovery]]]:
         require_writable(self.host, what)
         assert self._store is not None
-        with self._store.writer() as w:
+        # Deferred: a command refused by its plan creates no state at all.
+        with self._store.writer(defer=True) as w:
             yield w, recover(self.host, w, self._tokens())
 
     def _run(self, what: str, make: Callable[[Records], Plan]) -> Report:

@@ -41,6 +41,9 @@ def execute(host: Host, w: StateWriter, store: TokenStore | None, plan: Plan) ->
         hint says so). :class:`TokenCommitFailed` leaves the journal open on purpose.
     """
     plan.check()
+    if not plan.steps and not plan.upserts and not plan.deletes:
+        return
+    w.hold()  # from here on this writer holds the lock (the state directory may be new)
     for driver in plan.needs_drivers:
         ensure_driver(host, driver)
     if not plan.steps:
