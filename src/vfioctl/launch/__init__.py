@@ -1,8 +1,9 @@
 """Launch: ``vfioctl start`` / ``vfioctl release`` — a guest's QEMU with its PCI hostdevs,
-VF tokens kept off the command line (seed 000's objection).
+VF tokens kept off the command line (docs/rationale.md, "The VF token is a secret").
 
-``plan`` works out what will happen (pure but for the XML tree), ``run`` does it with
-the manager and a real QEMU process, ``qmp`` talks to QEMU (``qemu.qmp`` imported lazily).
+``plan`` works out what will happen (pure: the typed domain and QEMU's capabilities),
+``run`` does it with the manager (whose own plan ``--dry-run`` prints) and a real QEMU
+process, ``qmp`` talks to QEMU (``qemu.qmp`` imported lazily).
 """
 
 from __future__ import annotations

@@ -125,11 +125,26 @@ def redact_props(props: Props) -> Props:
     return out
 
 
+# A vf-token property in any argument, whatever its value: QEMU's command line is world
+# readable (/proc/PID/cmdline), so a token there has leaked, even one vfioctl never saw.
+_VF_TOKEN_PROPERTY = re.compile(r"vf[-_]token", re.I)
+
+
+def _token_pattern(token: str) -> str:
+    """A token in any spelling a program may echo it in: any letter case, with or
+    without the dashes (``1111…-2222-…`` and ``11112222…``)."""
+    digits = re.sub(r"[^0-9a-fA-F]", "", token)
+    if len(digits) != 32:
+        return re.escape(token)
+    groups = (digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:])
+    return "-?".join(groups)
+
+
 def redact_text(text: str, tokens: Sequence[str]) -> str:
-    """``text`` with every token replaced by ``<redacted>`` (any letter case)."""
+    """``text`` with every token replaced by ``<redacted>``, whatever its spelling."""
     for token in tokens:
         if token:
-            text = re.sub(re.escape(token), VF_TOKEN_REDACTED, text, flags=re.I)
+            text = re.sub(_token_pattern(token), VF_TOKEN_REDACTED, text, flags=re.I)
     return text
 
 
@@ -346,10 +361,11 @@ def plan_start(doc: DomainDocument, caps: QemuCaps, *, binary: str,
         if arg in _REFUSED_EXTRA:
             raise UsageError(f"extra QEMU argument '{arg}' cannot be used with vfioctl start",
                              hint="start runs QEMU in its own session already")
-        if redact_text(arg, tokens) != arg:
+        if redact_text(arg, tokens) != arg or _VF_TOKEN_PROPERTY.search(arg):
             raise UsageError("an extra QEMU argument contains a VF token: it would be "
                              "visible to every user in the process list",
-                             hint="keep tokens in the domain XML's <vf-token>")
+                             hint="give it in the domain XML's <vf-token>: vfioctl start "
+                             "hands it to QEMU over QMP")
 
     rdir = runtime_dir(state_dir, name)
     socket_path = rdir / SOCKET_NAME
