@@ -89,8 +89,9 @@ def _comm(host: Host, base: str) -> str:
 
 
 def group_busy(host: Host, group: int | None) -> bool:
-    """True when another opener holds ``/dev/vfio/N`` (the probe answers EBUSY)."""
-    if group is None or not host.exists(DEV_VFIO / str(group)):
+    """True when another opener holds ``/dev/vfio/N`` (the probe answers EBUSY). A
+    read-only host (a snapshot) has no openers to ask about."""
+    if group is None or host.readonly or not host.exists(DEV_VFIO / str(group)):
         return False
     try:
         fd = host.open(DEV_VFIO / str(group))
