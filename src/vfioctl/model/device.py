@@ -13,7 +13,7 @@ compares the whole command with ``lspci -D -nn -k`` on the same tree.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from json.encoder import encode_basestring_ascii as _escape
 from typing import Any
 
@@ -112,11 +112,16 @@ def list_json_text(devices: Sequence[DeviceInfo]) -> str:
 
 
 def device_info(dev: PciDevice, known: dict[str, PciAddress] | None = None) -> DeviceInfo:
-    """The ``list`` record of ``dev``.
+    """The ``list`` record of ``dev``; a PF's VFs from its ``virtfnN`` links.
 
     ``known`` maps kernel names to parsed addresses (the listing's), so that VF and PF
     links resolve without parsing each address again.
     """
+    return _read(dev, known, read_virtfns=True)
+
+
+def _read(dev: PciDevice, known: dict[str, PciAddress] | None, *,
+          read_virtfns: bool) -> DeviceInfo:
     ident = dev.identity()
     driver = dev.link_name("driver")
     group = dev.link_name("iommu_group")
@@ -134,7 +139,8 @@ def device_info(dev: PciDevice, known: dict[str, PciAddress] | None = None) -> D
         if raw_total is not None:  # a PF
             total = parse_sysfs_int(raw_total)
             numvfs = dev.int_attr("sriov_numvfs")
-            virtfns = tuple(dev.virtfns_in(dev.entries(), known))
+            if read_virtfns:
+                virtfns = tuple(dev.virtfns_in(dev.entries(), known))
     return DeviceInfo(
         address=dev.addr,
         vendor=ident.vendor,
@@ -152,6 +158,13 @@ def device_info(dev: PciDevice, known: dict[str, PciAddress] | None = None) -> D
 def list_devices(host: Host) -> list[DeviceInfo]:
     """Every PCI function of the host in address order (``list``).
 
+    A PF's ``virtfns`` come from its VFs' ``physfn`` links, already read for the VFs'
+    own records, instead of one more readlink per VF: the kernel makes and removes a
+    PF's ``virtfnN`` link and the VF's ``physfn`` link together (drivers/pci/iov.c,
+    pci_iov_sysfs_link() and pci_iov_remove_virtfn()), and VF N has routing ID
+    PF + offset + N * stride with a stride of at least 1 (pci_iov_virtfn_devfn()), so
+    address order is N order. (:func:`device_info` alone reads the ``virtfnN`` links.)
+
     Raises:
         UsageError: a name in ``sys/bus/pci/devices`` is not a PCI address.
     """
@@ -160,7 +173,16 @@ def list_devices(host: Host) -> list[DeviceInfo]:
     except FileNotFoundError:
         return []
     known = {n: PciAddress.parse(n) for n in names}
-    return [device_info(PciDevice(host, a), known) for a in in_address_order(known.values())]
+    records = [_read(PciDevice(host, a), known, read_virtfns=False)
+               for a in in_address_order(known.values())]
+    vfs_of: dict[PciAddress, list[PciAddress]] = {}
+    for r in records:
+        if r.physfn is not None:
+            vfs_of.setdefault(r.physfn, []).append(r.address)
+    if vfs_of:
+        records = [r if r.address not in vfs_of else replace(r, virtfns=tuple(vfs_of[r.address]))
+                   for r in records]
+    return records
 
 
 __all__ = ["DeviceInfo", "Json", "device_info", "list_devices", "list_json_text"]
