@@ -1,4 +1,5 @@
-"""Policy checks shared by the planners: host use, open VFIO files, ownership.
+"""Policy checks shared by the planners: a writable host, host use, open VFIO files,
+ownership.
 
 Each returns the error the operation is refused with (or None), so a planner can put it
 in its :class:`~vfioctl.manager.plan.Plan` instead of raising half-way.
@@ -9,12 +10,32 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from vfioctl.address import PciAddress
-from vfioctl.errors import DeviceInUse
+from vfioctl.errors import DeviceInUse, ReadOnlyHost
+from vfioctl.host.base import Host
 from vfioctl.pci.device import PciDevice
 from vfioctl.pci.driver import HOLDING_DRIVERS
 from vfioctl.pci.usage import find_host_uses
 from vfioctl.state import DeviceRecord
 from vfioctl.vfio.holders import device_users
+
+
+def require_writable(host: Host, what: str) -> None:
+    """The one refusal for a change on a host that cannot change (a snapshot, a bundled
+    simulated host), with the way to get a writable one.
+
+    Raises:
+        ReadOnlyHost: if ``host`` is read-only.
+    """
+    if not host.readonly and host.state_dir is not None:
+        return
+    name = host.name
+    if name.startswith("sim:"):
+        hint = (f"copy it first: 'vfioctl sim copy {name[4:]} FILE', then use "
+                f"--host sim:FILE")
+    else:
+        hint = ("a snapshot cannot change; use the live host (--host linux) or a "
+                "simulated one (--host sim:FILE)")
+    raise ReadOnlyHost(f"host {name} is read-only: cannot {what}", hint=hint)
 
 
 def held_by(addr: PciAddress, owner: str | None) -> DeviceInUse:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from vfioctl.address import PciAddress
-from vfioctl.errors import DeviceInUse, OperationInvalid, ReadOnlyHost, UsageError
+from vfioctl.errors import DeviceInUse, OperationInvalid, UsageError
 from vfioctl.host.base import Host
 from vfioctl.manager import groups, sriov, tokens
+from vfioctl.manager.checks import require_writable
 from vfioctl.manager.execute import STAGE_PENDING, execute
 from vfioctl.manager.plan import Action, ActionKind, OpKind, Plan, Recovery, Report, planning
 from vfioctl.manager.recovery import recover
@@ -87,25 +88,6 @@ class TokenSet:
     stored: StoredToken
     file: Path
     report: Report
-
-
-def require_writable(host: Host, what: str) -> None:
-    """The one refusal for a change on a host that cannot change (a snapshot, a bundled
-    simulated host), with the way to get a writable one.
-
-    Raises:
-        ReadOnlyHost: if ``host`` is read-only.
-    """
-    if not host.readonly and host.state_dir is not None:
-        return
-    name = host.name
-    if name.startswith("sim:"):
-        hint = (f"copy it first: 'vfioctl sim copy {name[4:]} FILE', then use "
-                f"--host sim:FILE")
-    else:
-        hint = ("a snapshot cannot change; use the live host (--host linux) or a "
-                "simulated one (--host sim:FILE)")
-    raise ReadOnlyHost(f"host {name} is read-only: cannot {what}", hint=hint)
 
 
 class HostdevManager:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from vfioctl.address import PciAddress
 from vfioctl.errors import InternalError, VfioctlError
@@ -198,7 +198,7 @@ class Recovery:
 
     addr: PciAddress
     op: str
-    direction: str  # "back" (rolled back) | "forward" (completed) | "stuck"
+    direction: Literal["back", "forward", "stuck"]  # rolled back | completed | neither
     state: str | None  # the device's driver now, or the value the step left
     note: str = ""
     what: str = "now on"

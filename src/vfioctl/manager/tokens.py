@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from vfioctl.address import PciAddress
-from vfioctl.errors import HostError, NotFound, OperationInvalid, ReadOnlyHost
+from vfioctl.errors import HostError, NotFound, OperationInvalid
 from vfioctl.host import uapi
 from vfioctl.host.base import Host
+from vfioctl.manager.checks import require_writable
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.secret import REDACTED, VfToken
 from vfioctl.state import DeviceRecord, Phase, Step, StepKind, StoredToken, TokenStore, now
@@ -119,9 +120,8 @@ def token_store(host: Host) -> TokenStore:
     Raises:
         ReadOnlyHost: a snapshot or bundled simulated host keeps no tokens.
     """
-    if host.state_dir is None or host.readonly:
-        raise ReadOnlyHost(f"host {host.name} is read-only: it has no VF tokens",
-                           hint="use the live host or a simulated copy (--host sim:FILE)")
+    require_writable(host, "keep VF tokens")
+    assert host.state_dir is not None
     return TokenStore(host.state_dir)
 
 
