@@ -40,9 +40,8 @@ VFIO_SAFE_DRIVERS = frozenset({"vfio-pci", "pci-stub", "pcieport"})
 VFIO_DRIVER = "vfio-pci"
 
 _DEVICES_PREFIX = f"{PCI_DEVICES}/"
-# Errors that mean "this attribute is not there (now)": a missing file, a device that
-# went away, an attribute whose show() refuses (EINVAL/EIO from e.g. a VF's unreadable
-# registers).
+# Errors read as "this attribute is not there (now)": a missing file (ENOENT), a device
+# removed meanwhile (ENODEV), an attribute whose show() refuses to answer (EINVAL, EIO).
 _ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.EINVAL, errno.EIO})
 # drivers/pci/pci-sysfs.c modalias_show(): "pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X"
 # from the very pci_dev fields that vendor_show/device_show/class_show print. Checked
