@@ -195,10 +195,6 @@ def sim(request: pytest.FixtureRequest) -> SimHost:
     return _sim(request.param)
 
 
-def _oracle(fs: Any) -> GuestKernel:
-    return GuestKernel(fs)
-
-
 class TreeFs:
     """Plain file reads over a tree: the oracle's view, no vfioctl code."""
 
@@ -250,11 +246,11 @@ def check_host(host: Any, oracle: GuestKernel) -> None:
 
 
 def test_trees_read_like_raw_sysfs(tree: Path) -> None:
-    check_host(LinuxHost(tree), _oracle(TreeFs(tree)))
+    check_host(LinuxHost(tree), GuestKernel(TreeFs(tree)))
 
 
 def test_simulated_hosts_read_like_their_raw_files(sim: SimHost) -> None:
-    check_host(sim, _oracle(sim))
+    check_host(sim, GuestKernel(sim))
 
 
 def test_stamped_tree_is_what_it_says(stamped: Path) -> None:
@@ -436,7 +432,7 @@ def test_cli_list_json_is_the_documented_document(name: str) -> None:
     assert code == 0
     doc = json.loads(out)
     assert out == json.dumps(doc, indent=2) + "\n"  # the layout json.dumps gives
-    oracle = _oracle(TreeFs(root))
+    oracle = GuestKernel(TreeFs(root))
     assert doc == [{k: raw_record(oracle.function(a))[k] for k in LIST_KEYS}
                    for a in oracle.addresses()]
 
@@ -446,7 +442,7 @@ def test_cli_groups_text_shows_the_drivers_raw_sysfs_shows(tmp_path: Path) -> No
     take_snapshot(host, tmp_path / "snap")
     code, out = run_cli("--host", f"linux:{tmp_path / 'snap'}", "groups")
     assert code == 0
-    oracle = _oracle(TreeFs(tmp_path / "snap"))
+    oracle = GuestKernel(TreeFs(tmp_path / "snap"))
     rows = out.splitlines()[1:]
     assert len(rows) == len(oracle.groups())
     for row in rows:
