@@ -7,8 +7,9 @@ Kills (LinuxHost's hooks, ``VFIOCTL_TEST_CRASH_AT_WRITE`` / ``…_AT_IOCTL``, be
 after the call, in a forked vfioctl):
 
 - ``sriov PF --numvfs 2 --yes`` on the NVMe PF bound to vfio-pci (enable_sriov N -> Y,
-  then the count): recovery leaves either no VFs and enable_sriov N (rolled back) or two
-  VFs on vfio-pci with enable_sriov Y (completed) — never VFs the journal does not know;
+  then the count): a creation is rolled back until its journal is closed, so recovery
+  leaves no VFs and enable_sriov N wherever the kill fell — never VFs the journal does
+  not know;
 - ``sriov PF --numvfs 0``: completed (removed VFs cannot come back as they were);
 - ``token set PF --uuid-file`` replacing a stored token: whatever the moment, after
   recovery ``token check VF`` opens the VF with the token vfioctl holds (the kernel and
@@ -78,8 +79,8 @@ def cli(kernel: GuestKernel, tmp_path_factory: pytest.TempPathFactory
             mp.delenv(var, raising=False)
         run = VfioctlCli("linux")
         assert run("detach", PF).rc == 0
-        # QEMU 7.2's NVMe model does not survive a function reset (REAL-KERNEL notes in
-        # vmtest/README.md): no resets while VFIO opens it.
+        # QEMU 7.2's NVMe model does not survive a function reset (docs/kernel.md "The
+        # test guest"): no resets while VFIO opens it.
         kernel.write(PCI_DEVICES / PF / "reset_method", "\n")
         try:
             yield run
@@ -121,20 +122,25 @@ def test_sriov_create_killed_at_every_write(cli: VfioctlCli, kernel: GuestKernel
             assert cli("sriov", PF, "--numvfs", "0").rc == 0
         kernel.set_vfio_pci_param("enable_sriov", "N")
 
-    seen = set()
+    at_kill = set()
     for n, after in kill_points(["sriov", PF, "--numvfs", "2", "--yes"], CRASH_AT_WRITE,
                                 reset):
         where = f"sriov create killed {'after' if after else 'before'} write {n}"
+        at_kill.add((numvfs(kernel), kernel.vfio_pci_param("enable_sriov")))
         status = cli("status")           # the next command recovers
         assert status.rc == 0, (where, status.stderr)
+        # a creation is rolled back until its journal is closed: no VFs the user did not
+        # see created, and enable_sriov back to N
         count, param = numvfs(kernel), kernel.vfio_pci_param("enable_sriov")
-        assert (count, param) in ((0, "N"), (2, "Y")), f"{where}: {count} VFs, {param}"
-        if count:
-            kernel.wait_for("VFs on vfio-pci", lambda: all(
-                kernel.driver(v) == "vfio-pci" for v in (VF, VF2)))
-        seen.add(count)
+        assert (count, param) == (0, "N"), f"{where}: {count} VFs, enable_sriov {param}"
+        assert "rolled back an interrupted sriov" in status.stderr, (where, status.stderr)
         journal_clean(cli, where)
-    assert seen == {0, 2}, "kills both before and past the count's write"
+    # the kills fell before the parameter, between it and the count, and after the count
+    assert at_kill == {(0, "N"), (0, "Y"), (2, "Y")}, at_kill
+    reset()
+    assert cli("sriov", PF, "--numvfs", "2", "--yes").rc == 0   # and it runs to its end
+    kernel.wait_for("VFs on vfio-pci", lambda: all(
+        kernel.driver(v) == "vfio-pci" for v in (VF, VF2)))
     reset()
 
 
