@@ -11,7 +11,17 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from vfioctl.host.base import DEV_VFIO, Host
+from vfioctl.host.base import (
+    DEV_VFIO,
+    LIB_MODULES,
+    PROC_CPUINFO,
+    PROC_OSRELEASE,
+    SYS_CLASS_IOMMU,
+    SYS_MODULE,
+    VFIO_TYPE1_PARAMS,
+    Host,
+    SysPath,
+)
 from vfioctl.inventory import group_records
 from vfioctl.pci.iommu import iommu_status, read_cmdline
 
@@ -32,7 +42,7 @@ class Check:
 
 def _cpu_vendor(host: Host) -> str | None:
     try:
-        text = host.read_text(PurePosixPath("proc/cpuinfo"))
+        text = host.read_text(PROC_CPUINFO)
     except OSError:
         return None
     if "GenuineIntel" in text:
@@ -59,8 +69,8 @@ def check_iommu(host: Host) -> Check:
 
 
 def check_interrupt_remapping(host: Host) -> Check:
-    allow = _read(host, "sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
-    units = _listdir(host, "sys/class/iommu")
+    allow = _read(host, VFIO_TYPE1_PARAMS / "allow_unsafe_interrupts")
+    units = _listdir(host, SYS_CLASS_IOMMU)
     dmar = [u for u in units if u.startswith("dmar")]
     if not units:
         return Check("interrupt remapping", WARN, "unknown: no IOMMU is active",
@@ -68,7 +78,7 @@ def check_interrupt_remapping(host: Host) -> Check:
     if dmar:
         ir = []
         for u in dmar:
-            ecap = _read(host, f"sys/class/iommu/{u}/intel-iommu/ecap")
+            ecap = _read(host, SYS_CLASS_IOMMU / u / "intel-iommu" / "ecap")
             if ecap is not None:
                 ir.append(bool(int(ecap, 16) & _ECAP_IR))
         if ir and all(ir):
@@ -99,16 +109,16 @@ def _snapshot_manifest(host: Host) -> dict[str, object] | None:
 
 
 def check_modules(host: Host) -> Check:
-    loaded = host.exists(PurePosixPath("sys/module/vfio_pci"))
+    loaded = host.exists(SYS_MODULE / "vfio_pci")
     if loaded:
         return Check("vfio-pci module", PASS, "loaded")
     if _snapshot_manifest(host) is not None:
         return Check("vfio-pci module", WARN,
                      "not loaded when the snapshot was taken (a snapshot cannot tell "
                      "whether the kernel has it)", "run 'modprobe vfio-pci' on that host")
-    release = _read(host, "proc/sys/kernel/osrelease")
+    release = _read(host, PROC_OSRELEASE)
     if release:
-        base = PurePosixPath("lib/modules") / release
+        base = LIB_MODULES / release
         for index in ("modules.builtin", "modules.dep"):
             text = _read(host, str(base / index))
             if text and re.search(r"vfio[-_]pci\.ko", text):
@@ -161,14 +171,14 @@ def run_checks(host: Host) -> list[Check]:
             check_dev_vfio(host), check_groups(host)]
 
 
-def _read(host: Host, path: str) -> str | None:
+def _read(host: Host, path: SysPath) -> str | None:
     try:
         return host.read_text(PurePosixPath(path)).strip()
     except OSError:
         return None
 
 
-def _listdir(host: Host, path: str) -> list[str]:
+def _listdir(host: Host, path: SysPath) -> list[str]:
     try:
         return host.listdir(PurePosixPath(path))
     except OSError:

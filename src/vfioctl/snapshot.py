@@ -31,7 +31,20 @@ from pathlib import Path, PurePosixPath
 
 from vfioctl.errors import UsageError, wrap_oserror
 from vfioctl.host import ifaddr
-from vfioctl.host.base import IOMMU_GROUPS, PCI_DEVICES, PCI_DRIVERS, Host
+from vfioctl.host.base import (
+    DEV_VFIO,
+    IOMMU_GROUPS,
+    PCI_DEVICES,
+    PCI_DRIVERS,
+    PROC_CMDLINE,
+    PROC_NET_INET6,
+    PROC_NET_ROUTE,
+    PROC_NET_ROUTE6,
+    PROC_OSRELEASE,
+    SYS_CLASS_IOMMU,
+    SYS_MODULE,
+    Host,
+)
 
 DEVICE_FILES = frozenset({
     "vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision",
@@ -46,11 +59,11 @@ DEVICE_FILES = frozenset({
 DEVICE_LINKS = frozenset({"driver", "iommu_group", "physfn", "firmware_node"})
 MODULES = ("vfio", "vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "pci_stub")
 EXTRA_FILES = (
-    "proc/cmdline",
-    "proc/sys/kernel/osrelease",
-    "proc/net/route",
-    "proc/net/ipv6_route",
-    "proc/net/if_inet6",
+    str(PROC_CMDLINE),
+    str(PROC_OSRELEASE),
+    str(PROC_NET_ROUTE),
+    str(PROC_NET_ROUTE6),
+    str(PROC_NET_INET6),
 )
 NET_FILES = ("operstate", "flags")  # per interface, beside the ``master`` link
 MANIFEST = "vfioctl-snapshot.json"
@@ -119,7 +132,7 @@ def take_snapshot(host: Host, dest: Path) -> dict[str, object]:
         "source": host.name,
         "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": cp.files,
-        "dev_vfio": _listdir_or_none(host, PurePosixPath("dev/vfio")),
+        "dev_vfio": _listdir_or_none(host, DEV_VFIO),
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -212,17 +225,17 @@ def _copy_misc(cp: _Copier) -> None:
     for f in EXTRA_FILES:
         cp.file(PurePosixPath(f))
     for mod in MODULES:
-        params = PurePosixPath("sys/module") / mod / "parameters"
+        params = SYS_MODULE / mod / "parameters"
         try:
             names = host.listdir(params)
         except OSError:
-            if host.exists(PurePosixPath("sys/module") / mod):
-                cp.dir(PurePosixPath("sys/module") / mod)
+            if host.exists(SYS_MODULE / mod):
+                cp.dir(SYS_MODULE / mod)
             continue
         cp.dir(params)
         for n in names:
             cp.file(params / n)
-    iommu = PurePosixPath("sys/class/iommu")
+    iommu = SYS_CLASS_IOMMU
     try:
         units = host.listdir(iommu)
     except OSError:

@@ -19,6 +19,7 @@ from tokenops import open_vf, set_token
 from tokentest import Q35_PF, Q35_VF
 
 from vfioctl.host import uapi
+from vfioctl.host.base import DEV_IOMMU
 from vfioctl.secret import VfToken
 from vfioctl.sim.host import SimHost
 from vfioctl.vfio import uapi_cdev
@@ -42,12 +43,12 @@ class CdevHost:
         return getattr(self.sim, attr)
 
     def exists(self, path: object) -> bool:
-        if str(path) in (self.node, uapi_cdev.DEV_IOMMU):
+        if str(path) in (self.node, str(DEV_IOMMU)):
             return True
         return self.sim.exists(str(path))
 
     def open(self, path: object) -> int:
-        if str(path) in (self.node, uapi_cdev.DEV_IOMMU):
+        if str(path) in (self.node, str(DEV_IOMMU)):
             fd = NODE_FD + len(self.open_fds) + 1 + (10 if str(path) == self.node else 0)
             self.open_fds.add(fd)
             return fd

@@ -12,9 +12,10 @@ Contract for implementations:
   root* ``/`` (implementations use ``str(path)``; the read model passes ``str`` on its
   hot path because building thousands of PurePosixPath objects costs more than the
   reads themselves), e.g.
-  ``sys/bus/pci/devices/0000:01:00.0/driver_override`` or ``proc/cmdline``. (DESIGN.md
-  says "relative to the sysfs root"; the root of the whole tree is used instead because
-  vfioctl also reads ``/proc/cmdline``, ``/proc/mounts`` and opens ``/dev/vfio``.)
+  ``sys/bus/pci/devices/0000:01:00.0/driver_override`` or ``proc/cmdline``.
+  (docs/rationale.md "Architecture rules": relative to the tree's root, not the sysfs
+  root, because vfioctl also reads ``/proc/cmdline``, ``/proc/mounts`` and opens
+  ``/dev/vfio``.)
 - Failures are ``OSError`` with the errno the kernel would give (ENOENT for a missing
   file, EBUSY, EINVAL, EACCES …). No vfioctl exceptions come out of a Host, except
   :class:`vfioctl.errors.ReadOnlyHost` from a write on a read-only host.
@@ -31,11 +32,31 @@ from typing import Protocol, runtime_checkable
 
 SysPath = PurePosixPath | str
 
-PCI_DEVICES = PurePosixPath("sys/bus/pci/devices")
-PCI_DRIVERS = PurePosixPath("sys/bus/pci/drivers")
+# Every kernel file vfioctl reads or writes, relative to the host's root: the one place
+# these paths are spelled (docs/kernel.md says what each one means).
 PCI_BUS = PurePosixPath("sys/bus/pci")
+PCI_DEVICES = PCI_BUS / "devices"
+PCI_DRIVERS = PCI_BUS / "drivers"
 IOMMU_GROUPS = PurePosixPath("sys/kernel/iommu_groups")
-DEV_VFIO = PurePosixPath("dev/vfio")
+SYS_CLASS_IOMMU = PurePosixPath("sys/class/iommu")
+SYS_BLOCK = PurePosixPath("sys/block")
+SYS_MODULE = PurePosixPath("sys/module")
+VFIO_PCI_PARAMS = SYS_MODULE / "vfio_pci" / "parameters"
+VFIO_TYPE1_PARAMS = SYS_MODULE / "vfio_iommu_type1" / "parameters"
+LIB_MODULES = PurePosixPath("lib/modules")
+PROC = PurePosixPath("proc")
+PROC_CMDLINE = PROC / "cmdline"
+PROC_CPUINFO = PROC / "cpuinfo"
+PROC_MOUNTS = PROC / "mounts"
+PROC_SWAPS = PROC / "swaps"
+PROC_OSRELEASE = PROC / "sys" / "kernel" / "osrelease"
+PROC_NET_ROUTE = PROC / "net" / "route"
+PROC_NET_ROUTE6 = PROC / "net" / "ipv6_route"
+PROC_NET_INET6 = PROC / "net" / "if_inet6"
+DEV = PurePosixPath("dev")
+DEV_VFIO = DEV / "vfio"
+DEV_VFIO_DEVICES = DEV_VFIO / "devices"
+DEV_IOMMU = DEV / "iommu"
 
 
 @dataclass(frozen=True)

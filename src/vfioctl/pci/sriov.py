@@ -1,7 +1,7 @@
 """Mechanics of SR-IOV: a PF's VFs, ``sriov_numvfs``, vfio-pci's ``enable_sriov``.
 
 The kernel's rules (``Documentation/ABI/testing/sysfs-bus-pci``, ``drivers/pci/iov.c``,
-``drivers/vfio/pci/vfio_pci.c``; KERNEL.md "SR-IOV with a vfio-pci PF"):
+``drivers/vfio/pci/vfio_pci.c``; docs/kernel.md "SR-IOV", "vfio-pci as a PF driver"):
 
 - ``sriov_numvfs`` goes only from 0 to N or from N to 0: N to M (both non-zero) is EBUSY;
 - writing it needs a PF driver with ``sriov_configure``: none gives ENOENT;
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, Final
 
 from vfioctl.address import PciAddress
@@ -30,15 +29,16 @@ from vfioctl.errors import (
     VfsEnabled,
     wrap_oserror,
 )
-from vfioctl.host.base import Host
+from vfioctl.host.base import VFIO_PCI_PARAMS, Host
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.pci.settle import wait_until
 
-ENABLE_SRIOV: Final = PurePosixPath("sys/module/vfio_pci/parameters/enable_sriov")
+ENABLE_SRIOV: Final = VFIO_PCI_PARAMS / "enable_sriov"
 
-#: What turning ``enable_sriov`` on means, for the user to read before agreeing (seeds 001
-#: and 003: a userspace PF driver can see and disturb its VFs' traffic; the VF token is
-#: what keeps an unrelated VF user from trusting it by accident).
+#: What turning ``enable_sriov`` on means, for the user to read before agreeing
+#: (docs/rationale.md "The VF token trust model", "A userspace PF and its VFs": a
+#: userspace PF driver can see and disturb its VFs' traffic; the VF token is what keeps an
+#: unrelated VF user from trusting it by accident).
 ENABLE_SRIOV_NOTICE: Final = (
     "vfio-pci creates VFs on a PF only with its module parameter enable_sriov=Y. With it, "
     "VFs of a PF driven from userspace can be created on every vfio-pci PF of this host. "

@@ -29,15 +29,25 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from vfioctl.host.base import Host, IfAddress
+from vfioctl.host.base import (
+    DEV,
+    PROC_MOUNTS,
+    PROC_NET_INET6,
+    PROC_NET_ROUTE,
+    PROC_NET_ROUTE6,
+    PROC_SWAPS,
+    SYS_BLOCK,
+    Host,
+    IfAddress,
+)
 from vfioctl.pci.device import PciDevice
 
-_SYS_BLOCK = PurePosixPath("sys/block")
-_PROC_MOUNTS = PurePosixPath("proc/mounts")
-_PROC_SWAPS = PurePosixPath("proc/swaps")
-_PROC_ROUTE = PurePosixPath("proc/net/route")
-_PROC_ROUTE6 = PurePosixPath("proc/net/ipv6_route")
-_PROC_INET6 = PurePosixPath("proc/net/if_inet6")
+_SYS_BLOCK = SYS_BLOCK
+_PROC_MOUNTS = PROC_MOUNTS
+_PROC_SWAPS = PROC_SWAPS
+_PROC_ROUTE = PROC_NET_ROUTE
+_PROC_ROUTE6 = PROC_NET_ROUTE6
+_PROC_INET6 = PROC_NET_INET6
 _IFF_UP = 0x1
 _RT_SCOPE_LINK = 253  # ifa_scope: 0 universe, 200 site, 253 link, 254 host, 255 nowhere
 _ADDRESSES_NAMED = 3  # addresses a message spells out before "(+N more)"
@@ -296,8 +306,8 @@ def _dev_node(host: Host, source: str) -> str | None:
         return None
     rel = source[len("/dev/"):]
     try:
-        if host.is_link(PurePosixPath("dev") / rel):
-            target = host.readlink(PurePosixPath("dev") / rel)
+        if host.is_link(DEV / rel):
+            target = host.readlink(DEV / rel)
             return posixpath.basename(target)
     except OSError:
         pass

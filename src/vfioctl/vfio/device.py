@@ -2,9 +2,10 @@
 
 Two ways into a device, both in ``include/uapi/linux/vfio.h``:
 
-- the **group path** (every kernel with VFIO; the one KERNEL.md measured): open
-  ``/dev/vfio/vfio`` (container) and ``/dev/vfio/N`` (group), check the group is viable
-  (``GROUP_GET_STATUS``), ``GROUP_SET_CONTAINER``, ``SET_IOMMU(TYPE1v2)``, then
+- the **group path** (every kernel with VFIO; the one the real-kernel tier measures,
+  docs/kernel.md "Opening groups and devices"): open ``/dev/vfio/vfio`` (container) and
+  ``/dev/vfio/N`` (group), check the group is viable (``GROUP_GET_STATUS``),
+  ``GROUP_SET_CONTAINER``, ``SET_IOMMU(TYPE1v2)``, then
   ``GROUP_GET_DEVICE_FD("ADDR[ vf_token=UUID]")``;
 - the **cdev path** (``/dev/vfio/devices/vfioN`` + ``/dev/iommu``,
   ``VFIO_DEVICE_BIND_IOMMUFD``), which takes a VF token only from 6.17
@@ -13,8 +14,8 @@ Two ways into a device, both in ``include/uapi/linux/vfio.h``:
   iommufd) or an early 6.17 that fails with E2BIG falls back to the group path.
 
 Every kernel refusal is wrapped once, here, into the product's error tree with the device
-named and the next step in the hint (KERNEL.md "VF token" rows). The device string handed
-to ``GET_DEVICE_FD`` holds the token: it is built only inside :func:`open_device` /
+named and the next step in the hint (docs/kernel.md "VF token table"). The device string
+handed to ``GET_DEVICE_FD`` holds the token: it is built only inside :func:`open_device` /
 :meth:`VfioGroup.get_device_fd` and never logged or put in an error.
 """
 
@@ -39,7 +40,7 @@ from vfioctl.errors import (
     VfioIoctlError,
 )
 from vfioctl.host import uapi
-from vfioctl.host.base import DEV_VFIO, Host
+from vfioctl.host.base import DEV_IOMMU, DEV_VFIO, DEV_VFIO_DEVICES, Host
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.pci.iommu import IommuGroup
 from vfioctl.secret import REDACTED, VfToken
@@ -82,7 +83,8 @@ class TokenNotAccepted(OperationInvalid):
 
 class GroupBusy(DeviceInUse):
     """``/dev/vfio/N`` is already open: another VFIO user (QEMU, DPDK, a vfioctl) has the
-    group (EBUSY, KERNEL.md: a second open of a group is refused)."""
+    group (EBUSY: a group node has one opener at a time, docs/kernel.md "Opening groups
+    and devices")."""
 
 
 # -- container and group ---------------------------------------------------------------------
@@ -204,7 +206,7 @@ class DeviceHandle:
 
     def probe_vf_token(self) -> bool:
         """``DEVICE_FEATURE`` PROBE of PCI_VF_TOKEN: True on a vfio-pci SR-IOV PF
-        (ENOTTY on a VF or a non-SR-IOV device, KERNEL.md)."""
+        (ENOTTY on a VF or a non-SR-IOV device, docs/kernel.md "VF token")."""
         try:
             self.host.ioctl(self.fd, uapi.VFIO_DEVICE_FEATURE, uapi.pack_vf_token_probe())
         except OSError as err:
@@ -216,7 +218,7 @@ class DeviceHandle:
 
     def set_vf_token(self, token: VfToken) -> None:
         """``DEVICE_FEATURE`` SET of PCI_VF_TOKEN: VFs opened from now on need ``token``
-        (VFs already open stay open, KERNEL.md).
+        (VFs already open stay open, docs/kernel.md "VF token").
 
         Raises:
             TokenNotAccepted: if the device is not an SR-IOV PF on vfio-pci (ENOTTY).
@@ -269,7 +271,8 @@ def open_device(host: Host, addr: PciAddress | str, *, token: VfToken | None = N
         host: the host.
         addr: the device.
         token: the VF token to present (a VF of a userspace PF; a PF whose VFs are in
-            use; a PF open with a token while no VF is open *sets* the token, KERNEL.md).
+            use; a PF open with a token while no VF is open *sets* the token,
+            docs/kernel.md "Token lifetime").
         cdev: try ``/dev/vfio/devices/vfioN`` first where it exists.
         extra_options: more ``key=value`` options (tests of the kernel's parser).
 
@@ -393,14 +396,14 @@ def _open_cdev(host: Host, dev: PciDevice, token: VfToken | None) -> DeviceHandl
         return None
     if len(names) != 1:
         return None
-    node = f"{uapi_cdev.DEV_VFIO_DEVICES}/{names[0]}"
-    if not host.exists(node) or not host.exists(uapi_cdev.DEV_IOMMU):
+    node = f"{DEV_VFIO_DEVICES}/{names[0]}"
+    if not host.exists(node) or not host.exists(DEV_IOMMU):
         return None
     with contextlib.ExitStack() as undo:
         try:
             fd = host.open(node)
             undo.callback(_quiet_close, host, fd)
-            iommufd = host.open(uapi_cdev.DEV_IOMMU)
+            iommufd = host.open(DEV_IOMMU)
             undo.callback(_quiet_close, host, iommufd)
         except OSError as err:
             log.debug("cdev %s unusable (%s): using the group path", node,
@@ -445,8 +448,9 @@ def _quiet_close(host: Host, fd: int) -> None:
 
 def device_open_error(dev: PciDevice, err: OSError, *, token_given: bool) -> HostError | \
         OperationInvalid:
-    """The product's error for a refused ``GET_DEVICE_FD``/``BIND_IOMMUFD`` (KERNEL.md
-    "VF token" table). Never carries the device string: it may hold the token."""
+    """The product's error for a refused ``GET_DEVICE_FD``/``BIND_IOMMUFD``
+    (docs/kernel.md "VF token table", "The cdev path and iommufd"). Never carries the
+    device string: it may hold the token."""
     code = err.errno
     pf_addr = dev.physfn
     if code == errno.EACCES:

@@ -23,10 +23,8 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from vfioctl.host.base import DEV_VFIO, Host
+from vfioctl.host.base import DEV_VFIO, DEV_VFIO_DEVICES, PROC, Host
 from vfioctl.pci.device import PciDevice
-
-_PROC = "proc"
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def vfio_paths(dev: PciDevice) -> set[str]:
         out.add(f"/{DEV_VFIO}/{group}")
     try:
         for name in dev.host.listdir(dev.path / "vfio-dev"):
-            out.add(f"/{DEV_VFIO}/devices/{name}")
+            out.add(f"/{DEV_VFIO_DEVICES}/{name}")
     except OSError:
         pass
     return out
@@ -60,12 +58,12 @@ def find_holders(host: Host, paths: set[str]) -> list[Holder]:
     if not paths:
         return []
     try:
-        pids = sorted(int(p) for p in host.listdir(_PROC) if p.isascii() and p.isdigit())
+        pids = sorted(int(p) for p in host.listdir(PROC) if p.isascii() and p.isdigit())
     except OSError:
         return []
     out: list[Holder] = []
     for pid in pids:
-        base = f"{_PROC}/{pid}"
+        base = f"{PROC}/{pid}"
         try:
             fds = host.listdir(f"{base}/fd")
         except OSError:

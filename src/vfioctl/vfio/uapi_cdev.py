@@ -2,9 +2,11 @@
 
 Transcribed from ``include/uapi/linux/vfio.h`` (Linux 6.17). The cdev path exists since
 6.6 (``CONFIG_VFIO_DEVICE_CDEV``); ``VFIO_DEVICE_BIND_FLAG_TOKEN`` and
-``token_uuid_ptr`` since 6.17 (KERNEL.md). Older cdev kernels reject the flag with EINVAL
-(``bind.flags`` must be 0); early 6.17 kernels fail with E2BIG when the pointer is set
-(fixed in stable). Callers fall back to the group path on either.
+``token_uuid_ptr`` since 6.17 (``drivers/vfio/device_cdev.c:
+vfio_df_ioctl_bind_iommufd()``; docs/kernel.md "The cdev path and iommufd"). Older cdev
+kernels reject the flag with EINVAL (``bind.flags`` must be 0); early 6.17 kernels have
+been reported to fail with E2BIG when the pointer is set (fixed in stable; not verified
+here, see that section). Callers fall back to the group path on either.
 
 Additive to :mod:`vfioctl.host.uapi`, which holds the group-path ABI.
 """
@@ -20,8 +22,6 @@ from vfioctl.host.uapi import VFIO_BASE, VFIO_TYPE
 VFIO_DEVICE_BIND_IOMMUFD: Final = (VFIO_TYPE << 8) | (VFIO_BASE + 18)   # 0x3b76
 VFIO_DEVICE_BIND_FLAG_TOKEN: Final = 1 << 0
 
-DEV_IOMMU: Final = "dev/iommu"
-DEV_VFIO_DEVICES: Final = "dev/vfio/devices"
 
 # struct vfio_device_bind_iommufd { __u32 argsz; __u32 flags; __s32 iommufd;
 #                                   __u32 out_devid; __aligned_u64 token_uuid_ptr; }
