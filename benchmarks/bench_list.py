@@ -13,7 +13,7 @@ measured in the same run. The goal is a ratio of at most 1.0 (no slower than lsp
 Nothing here asserts a time: the machine's load decides the absolute numbers.
 
     .venv/bin/python benchmarks/bench_list.py [--scenario all|generated|vf-heavy]
-        [--functions 4096] [--runs 9] [--tree DIR]
+        [--functions 4096] [--runs 9] [--tree DIR] [--no-bytecode-cache]
 """
 
 from __future__ import annotations
@@ -51,15 +51,22 @@ def build_generated_tree(functions: int, workdir: Path) -> Path:
     return tree
 
 
-def child_env(workdir: Path) -> dict[str, str]:
+def child_env(workdir: Path, bytecode_cache: bool) -> dict[str, str]:
     """vfioctl as an installed package runs it: with bytecode caches.
 
-    pip compiles a wheel's modules at install time; a checkout run with
-    PYTHONDONTWRITEBYTECODE set would instead compile every module on every run and
-    time the compiler. The caches go to the benchmark's own directory, not the tree.
+    pip compiles a wheel's modules at install time, so the default is to let the
+    warm-up runs write vfioctl's caches (into the benchmark's own directory, not the
+    source tree). ``--no-bytecode-cache`` instead runs it as a checkout with
+    PYTHONDONTWRITEBYTECODE set does: the standard library and click from their
+    installed caches, vfioctl compiled from source on every run (unless its
+    ``__pycache__`` directories exist from elsewhere).
     """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    if bytecode_cache:
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
@@ -100,6 +107,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--tree", type=Path,
                     help="an existing snapshot tree to use instead (one comparison)")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="run vfioctl as a checkout with PYTHONDONTWRITEBYTECODE does "
+                    "(its modules compiled on every run), not as installed")
     args = ap.parse_args()
     lspci = shutil.which("lspci")
     if lspci is None:
@@ -107,7 +117,10 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="vfioctl-bench-") as tmp:
         work = Path(tmp)
-        env = child_env(work)
+        env = child_env(work, bytecode_cache=not args.no_bytecode_cache)
+        print("vfioctl runs " + ("without writing bytecode caches (a checkout)"
+                                 if args.no_bytecode_cache
+                                 else "with bytecode caches (as installed)"))
         if args.tree:
             compare(args.tree.name, args.tree, lspci, args.runs, env)
             return 0
