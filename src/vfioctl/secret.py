@@ -1,8 +1,8 @@
 """Mechanics: the VF token as a value that never prints itself.
 
 A VF token is a shared secret between a userspace PF driver and its VF users
-(seeds/003: "essentially just a shared secret between PF and VF drivers, implemented as a
-UUID"; the kernel never gives it back, KERNEL.md). :class:`VfToken` wraps the UUID so that
+(docs/rationale.md "The VF token trust model"; the kernel never gives it back,
+docs/kernel.md "VF token"). :class:`VfToken` wraps the UUID so that
 ``str()``, ``repr()``, f-strings, ``%s`` in a log call and tracebacks show
 :data:`REDACTED`; the canonical text comes only from :meth:`VfToken.reveal`, and the raw
 bytes only from :attr:`VfToken.raw`. Search the code base for ``reveal()`` to find every

@@ -1,8 +1,9 @@
 """CLI: ``vfioctl token set|show|check|forget`` — the VF token of a userspace PF.
 
-The token is a secret (DESIGN.md): it is printed only by ``token show --reveal``. It is
-read from a file or stdin (``--uuid-file FILE|-``) rather than from the command line,
-where shell history and ``ps`` would keep it; ``--uuid`` exists for scripts and warns.
+The token is a secret (docs/rationale.md "The VF token is a secret"): it is printed only
+by ``token show --reveal``. It is read from a file or stdin (``--uuid-file FILE|-``)
+rather than from the command line, where shell history and ``ps`` would keep it;
+``--uuid`` exists for scripts and warns.
 """
 
 from __future__ import annotations

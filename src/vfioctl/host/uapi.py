@@ -2,9 +2,10 @@
 
 Everything here is a transcription of ``include/uapi/linux/vfio.h``: the ioctls are all
 ``_IO(VFIO_TYPE, VFIO_BASE + n)`` (no size or direction bits), with ``VFIO_TYPE = ';'``
-and ``VFIO_BASE = 100``. KERNEL.md lists the numbers measured on x86-64; the test suite
-checks the two agree. Structs are little-endian ``__u32`` fields, as on every architecture
-Linux runs VFIO on, so they are packed with explicit ``<`` formats.
+and ``VFIO_BASE = 100``. docs/kernel.md "Ioctl numbers and structs" lists the numbers on
+x86-64; the test suite checks the two agree. Structs are little-endian ``__u32`` fields,
+as on every architecture Linux runs VFIO on, so they are packed with explicit ``<``
+formats.
 
 Nothing in this module touches a file descriptor: callers hand the packed ``bytearray`` to
 ``Host.ioctl`` and unpack the result with the helpers below.

@@ -1,6 +1,7 @@
 """Mechanics: moving a PCI function between drivers through sysfs, verified.
 
-The kernel's own recipe (``Documentation/ABI/testing/sysfs-bus-pci``, KERNEL.md "sysfs"):
+The kernel's own recipe (``Documentation/ABI/testing/sysfs-bus-pci``; docs/kernel.md
+"Binding and driver override"):
 
 1. write the driver's name to ``devices/ADDR/driver_override`` (``\\n`` clears it),
 2. write the address to ``drivers/CURRENT/unbind``,
@@ -31,8 +32,9 @@ from vfioctl.pci.device import VFIO_DRIVER, PciDevice
 from vfioctl.pci.settle import wait_until
 
 #: Drivers vfioctl parks a device on: both take it away from the host and keep a VFIO
-#: group viable (vfio-pci gives userspace the device; pci-stub is the seed's "extra
-#: barrier" for group members nobody means to use).
+#: group viable (vfio-pci gives userspace the device; pci-stub is the "extra barrier" of
+#: docs/rationale.md "Members left alone: pcieport and pci-stub", for group members nobody
+#: means to use).
 HOLDING_DRIVERS: Final = frozenset({VFIO_DRIVER, "pci-stub"})
 
 #: ``to_driver`` meaning "whatever the kernel picks": used to give back a device vfioctl

@@ -40,7 +40,8 @@ or on to its *to* state when ``forward`` is set (see :mod:`vfioctl.manager`). A 
 that sees one tells a dead writer from a live one by trying the lock without waiting.
 
 A record stores only what vfioctl decided (owner, original driver), never what can be
-re-read from sysfs (STYLE Part 3 #8).
+re-read from sysfs (docs/rationale.md "Architecture rules": read the kernel again,
+remember only decisions).
 """
 
 from __future__ import annotations
