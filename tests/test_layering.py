@@ -1,5 +1,5 @@
-"""The dependency arrows of the architecture (docs/architecture.md), enforced on every
-module's imports (ast), and front ends kept to public names."""
+"""The layering of docs/rationale.md "Architecture rules" (FORBIDDEN below is the list),
+enforced on every module's imports (ast), and front ends kept to public names."""
 
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ suite sees real layouts without a VM:
 - q35-sriov: the NVMe PF on vfio-pci (reset_method disabled, enable_sriov=Y) with 2 VFs
   captured by vfio-pci.
 
-Checked here: the groups are KERNEL.md's measured groups, the product reads the tree
-the way raw sysfs reads it, lspci reads it, and the simulator's model of this machine
-(``sim:q35-vmtest``) driven through the same writes gives the same documents.
+Checked here: the groups are the measured ones (docs/kernel.md "IOMMU groups and ACS"),
+the product reads the tree the way raw sysfs reads it, lspci reads it, and the
+simulator's model of this machine (``sim:q35-vmtest``) driven through the same writes gives
+the same documents.
 """
 
 from __future__ import annotations

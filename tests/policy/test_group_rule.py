@@ -1,4 +1,5 @@
-"""The seed-004 group rule as a table: what detach does or refuses, with exact messages.
+"""The group rule (docs/rationale.md "The IOMMU-group rule") as a table: what detach does
+or refuses, with exact messages.
 
 Host: tests/policy/hosts/policy.toml. Group 1 = 00:01.0 (pcieport) + 01:00.0 (nouveau) +
 01:00.1 (snd_hda_intel) + 01:00.2 (pci-stub) + 01:00.3 (no driver); group 2 = 00:02.0

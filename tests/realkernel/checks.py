@@ -13,7 +13,8 @@ from .guest_kernel import Function, GuestKernel
 from .topology import BOOT_DRIVER
 from .vfioctl_cli import VfioctlCli
 
-# KERNEL.md "Group viability": drivers that do not claim DMA ownership.
+# docs/kernel.md "DMA ownership and group viability": drivers that do not claim DMA
+# ownership.
 DMA_SAFE_DRIVERS = {None, "vfio-pci", "pci-stub", "pcieport"}
 
 

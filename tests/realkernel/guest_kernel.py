@@ -4,15 +4,17 @@ sysfs and raw ioctls, with no vfioctl code involved — plus an optional simulat
 Scenarios compare what vfioctl says with what this module reads, so the real side must
 stay independent of the product (as pyudev tests against ``udevadm``): :class:`RawFs`
 is plain ``os`` calls, and the VFIO ioctl number is spelled out from
-``include/uapi/linux/vfio.h`` (KERNEL.md lists them). Writes go to the live ``/sys``
-of the guest only; conftest.py guarantees these helpers never run anywhere else.
+``include/uapi/linux/vfio.h`` (docs/kernel.md "Ioctl numbers and structs" lists them).
+Writes go to the live ``/sys`` of the guest only; conftest.py guarantees these helpers
+never run anywhere else.
 
-The differential test (DESIGN.md: a disagreement between the simulator and the real
-kernel is a simulator bug) rides on the same steps: a :class:`GuestKernel` may carry a
-``twin`` — the same class over a ``SimHost`` of ``sim:q35-vmtest`` — and every write
-and module load is applied to the twin first, then to the kernel. Outcomes that differ
-(one fails, or both fail with other errnos) are recorded in :attr:`divergences`; the
-scenarios assert on the real kernel only, and test_90_differential reports the rest.
+The differential test (docs/rationale.md "Architecture rules": a disagreement between
+the simulator and the real kernel is a simulator bug) rides on the same steps: a
+:class:`GuestKernel` may carry a ``twin`` — the same class over a ``SimHost`` of
+``sim:q35-vmtest`` — and every write and module load is applied to the twin first, then
+to the kernel. Outcomes that differ (one fails, or both fail with other errnos) are
+recorded in :attr:`divergences`; the scenarios assert on the real kernel only, and
+test_90_differential reports the rest.
 """
 
 from __future__ import annotations
@@ -262,7 +264,8 @@ class GuestKernel:
         self._mirrored(f"modprobe {module}", lambda k: k.fs.load_module(module))
 
     def bind(self, name: str, driver: str) -> str | None:
-        """Move a function to ``driver`` with KERNEL.md's recipe; returns the new driver.
+        """Move a function to ``driver`` with the recipe of docs/kernel.md "Binding and
+        driver override"; returns the new driver.
 
         driver_override, then unbind from the current driver, then drivers_probe.
         """

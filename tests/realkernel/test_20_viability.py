@@ -1,8 +1,9 @@
 """Group viability: ``groups --json`` "viable" against the kernel's VFIO_GROUP_GET_STATUS.
 
 Binding a device to vfio-pci creates ``/dev/vfio/N`` for its group, and then the kernel
-itself says whether the group is viable. The bindings (raw sysfs, KERNEL.md's recipe)
-cover KERNEL.md's measured cases and the multifunction pair:
+itself says whether the group is viable. The bindings (raw sysfs, the recipe of
+docs/kernel.md "Binding and driver override") cover the verdicts of docs/kernel.md "DMA
+ownership and group viability" and the multifunction pair:
 
 - 02:00.0 e1000e alone behind rp2                            -> viable
 - {03:00.0 driverless bridge, 04:01.0 e1000 on vfio-pci,

@@ -1,4 +1,4 @@
-"""SR-IOV on a vfio-pci PF (KERNEL.md "SR-IOV with a vfio-pci PF"), then the
+"""SR-IOV on a vfio-pci PF (docs/kernel.md "vfio-pci as a PF driver"), then the
 ``q35-sriov`` snapshot: the PF on vfio-pci with 2 VFs captured by vfio-pci.
 
 Starts from: the boot state with vfio-pci loaded. Leaves: the boot state (VFs removed,
@@ -34,8 +34,9 @@ def pf_on_vfio(kernel: GuestKernel) -> Iterator[None]:
     """The PF bound to vfio-pci with resets disabled; torn down to the boot state."""
     kernel.modprobe("vfio-pci")
     assert kernel.bind(PF, "vfio-pci") == "vfio-pci"
-    # REAL-KERNEL.md: vfio-pci resets (FLR) the PF when it is opened, and QEMU 7.2's NVMe
-    # then loses its VFs; an empty reset_method disables resets. Do it before any open.
+    # docs/kernel.md "Reset methods", "The test guest": vfio-pci resets (FLR) the PF when
+    # it is opened, and QEMU 7.2's NVMe then loses its VFs; an empty reset_method disables
+    # resets. Do it before any open.
     kernel.write(PCI_DEVICES / PF / "reset_method", "\n")
     yield
     if kernel.function(PF).sriov_numvfs:

@@ -230,7 +230,8 @@ def test_bridge_group_detached_and_reattached_as_a_whole(
     assert state(kernel, *members) == {BRIDGE: (None, None),
                                        **on("vfio-pci", BR_E1000, BR_RNG)}
     group = group_of(kernel, BR_E1000)
-    # KERNEL.md: {driverless bridge, both endpoints on vfio-pci} is what the kernel accepts
+    # docs/kernel.md "DMA ownership and group viability": {driverless bridge, both
+    # endpoints on vfio-pci} is what the kernel accepts
     assert kernel.group_viable(group) is True
     doc = held(run)
     assert {a: d["original_driver"] for a, d in doc.items()} == {BR_E1000: "e1000",
@@ -356,7 +357,8 @@ def test_pci_stub_parks_a_group_member(run: Pair, kernel: GuestKernel,
     assert lines(run("detach", BR_E1000)) == [f"{BR_E1000}: pci-stub -> vfio-pci"]
     assert state(kernel, BR_E1000, BR_RNG) == {**on("vfio-pci", BR_E1000),
                                                **on("pci-stub", BR_RNG)}
-    # KERNEL.md: pci-stub does not claim DMA ownership, so the kernel accepts the group.
+    # docs/kernel.md "DMA ownership and group viability": pci-stub does not claim DMA
+    # ownership, so the kernel accepts the group.
     assert kernel.group_viable(group) is True
     assert kernel.vfio_group_nodes() == [group]
     assert os.path.exists(f"/{DEV_VFIO}/{group}")

@@ -1,21 +1,23 @@
-"""The VF token on the real kernel, through vfioctl's own API and CLI (KERNEL.md "VF
+"""The VF token on the real kernel, through vfioctl's own API and CLI (docs/kernel.md "VF
 token"; docs/sriov-token.md).
 
 1. The README walk-through, each step a ``vfioctl`` subprocess as a user would type it:
    ``detach PF``, ``sriov PF --numvfs 2 --yes``, ``token set PF``, ``token check VF``
    (opens), ``token check VF --no-token`` (refused with the explained error).
-2. Every KERNEL.md token row through :class:`vfioctl.vfio.device.VfioSession` /
+2. Every row of docs/kernel.md "VF token table" through
+   :class:`vfioctl.vfio.device.VfioSession` /
    ``open_device`` / ``DeviceHandle`` on the group path (the 6.1 guest has no
    ``/dev/vfio/devices``: the cdev attempt must fall back silently, checked too).
 3. The token lifecycle: persists after the fds close; a PF opened with a token while no
    VF is open sets it, and vfioctl's stored copy is then reported stale by the kernel.
 
 :func:`token_rows` is the row scenario as a pure function of a Host; the fast suite runs
-it on the simulator (tests/token/test_kernel_rows.py), so both tiers assert one table.
+it on the simulator (tests/token/test_token_rows.py), so both tiers assert one table.
 
 Starts from: the boot drivers (vfio-pci may be loaded). Leaves: the PF back on nvme, no
 VFs, enable_sriov N, nothing held by vfioctl, no token stored. The PF's reset_method is
-left empty, as test_30 leaves it (REAL-KERNEL.md: QEMU 7.2's NVMe loses its VFs on FLR).
+left empty, as test_30 leaves it (docs/kernel.md "The test guest": QEMU 7.2's NVMe loses
+its VFs on FLR).
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ def _outcome(fn: Callable[[], object]) -> tuple[str, str | None]:
 
 
 def token_rows(host: Host, pf: str, vf: str, plain: str | None) -> list[Row]:
-    """The VF-token table of docs/kernel.md, in the order vmtest/guest/vfio_token_test.py measured
-    it. The PF must be on vfio-pci with VFs enabled, ``plain`` (no SR-IOV) on vfio-pci;
-    nothing may have opened the PF yet for the first two rows to mean "before anyone
-    opened the PF". The session is closed at the end; the token is left at WRONG."""
+    """The rows of docs/kernel.md "VF token table", in that table's order (this function
+    is the measurement). The PF must be on vfio-pci with VFs enabled, ``plain`` (no
+    SR-IOV) on vfio-pci; nothing may have opened the PF yet for the first two rows to mean
+    "before anyone opened the PF". The session is closed at the end; the token is left at WRONG."""
     rows: list[Row] = []
 
     def row(name: str, expected: str, fn: Callable[[], object]) -> None:
@@ -220,7 +222,8 @@ def walkthrough(kernel: object, tmp_path_factory: pytest.TempPathFactory
     done: dict[str, subprocess.CompletedProcess[str]] = {}
     done["detach"] = run_cli("detach", PF)
     assert done["detach"].returncode == 0, done["detach"].stderr
-    # REAL-KERNEL.md: disable resets before anything opens the PF (QEMU 7.2's NVMe).
+    # docs/kernel.md "The test guest": disable resets before anything opens the PF
+    # (QEMU 7.2's NVMe).
     kernel.write(PCI_DEVICES / PF / "reset_method", "\n")
     try:
         done["sriov"] = run_cli("sriov", PF, "--numvfs", "2", "--yes")

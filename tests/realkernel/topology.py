@@ -1,7 +1,7 @@
 """The vmtest machine as data: what vmtest/run.sh's QEMU command line gives the guest.
 
 Measured on Debian's 6.1 kernel in QEMU 7.2 (q35, ``-device intel-iommu,intremap=on``,
-``intel_iommu=on iommu=pt``); KERNEL.md's "IOMMU groups" section states the same
+``intel_iommu=on iommu=pt``); docs/kernel.md "IOMMU groups and ACS" states the same
 partition. The fast suite (tests/test_snapshot_fixtures.py) checks the captured fixtures
 against this table too, so the expected layout is written once. Pure data: importing it
 touches nothing.
@@ -55,7 +55,8 @@ BOOT: tuple[Slot, ...] = (
     Slot("0000:08:00.0", "8086", "10d3", "020000", "e1000e", "e1000e under dn2"),
 )
 
-# KERNEL.md "IOMMU groups (measured on the q35 guest)", as a partition of BOOT.
+# The measured groups (docs/kernel.md "IOMMU groups and ACS"), as a partition of BOOT;
+# this constant is the repository's record of them.
 GROUP_PARTITION: frozenset[frozenset[str]] = frozenset(
     frozenset(members)
     for members in (

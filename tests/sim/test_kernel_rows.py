@@ -1,5 +1,6 @@
-"""Every sysfs / SR-IOV / viability row of KERNEL.md, plus the driver-core errnos the
-simulator's plan promises, asserted through the Host seam only."""
+"""Every row of docs/kernel.md "Errno rows the simulator is tested against" that concerns
+sysfs, SR-IOV and viability, plus the driver-core errnos the simulator's plan promises,
+asserted through the Host seam only."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def driver(host: SimHost, name: str) -> str | None:
 
 
 def bind_vfio(host: SimHost, name: str) -> None:
-    """KERNEL.md's binding recipe: override, unbind, drivers_probe."""
+    """The binding recipe (docs/kernel.md "Binding and driver override"): override,
+    unbind, drivers_probe."""
     host.write(DEV / name / "driver_override", "vfio-pci")
     if host.exists(DEV / name / "driver"):
         host.write(DEV / name / "driver/unbind", name)

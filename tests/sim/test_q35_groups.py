@@ -1,5 +1,5 @@
 """The q35-vmtest host gives exactly the IOMMU groups measured on the real guest
-(KERNEL.md "IOMMU groups (measured on the q35 guest)")."""
+(docs/kernel.md "IOMMU groups and ACS"; tests/realkernel/topology.py GROUP_PARTITION)."""
 
 from __future__ import annotations
 

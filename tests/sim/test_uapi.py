@@ -1,4 +1,5 @@
-"""The VFIO ioctl numbers and struct layouts match KERNEL.md (measured on x86-64)."""
+"""The VFIO ioctl numbers and struct layouts match docs/kernel.md "Ioctl numbers and
+structs" (x86-64)."""
 
 from __future__ import annotations
 

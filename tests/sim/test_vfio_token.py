@@ -1,5 +1,5 @@
-"""The VFIO device layer and every VF-token row of KERNEL.md, through SimHost's
-open/ioctl/close, with the same sequence as vmtest/guest/vfio_token_test.py."""
+"""The VFIO device layer and every row of docs/kernel.md "VF token table", through
+SimHost's open/ioctl/close, in the order of that table."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Every KERNEL.md VF-token row through vfioctl's own VFIO API, on the simulator — the
-same scenario function the real-kernel tier runs (tests/realkernel/test_50_vf_token.py)."""
+"""Every row of docs/kernel.md "VF token table" through vfioctl's own VFIO API, on the
+simulator — the same scenario function the real-kernel tier runs
+(tests/realkernel/test_50_vf_token.py)."""
 
 from __future__ import annotations
 

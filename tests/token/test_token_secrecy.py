@@ -1,4 +1,4 @@
-"""Secrecy, tested (issue 5, DESIGN.md "VF tokens are secrets").
+"""Secrecy, tested (issue 5, docs/rationale.md "The VF token is a secret").
 
 Every token-related command runs as its own ``vfioctl --debug`` process on a copy of
 ``sim:sriov-server`` (a file host, so state lands on disk as on a real host), under a
