@@ -23,6 +23,7 @@ from vfioctl.conf import parse_string, validate_domain
 from vfioctl.errors import VfioctlError
 from vfioctl.qemu.argv import build_hostdev_args
 from vfioctl.qemu.caps import load_caps_file
+from vfioctl.secret import REDACTED
 
 DATA = Path(__file__).parent.parent / "data"
 CASES = sorted(p.stem for p in (DATA / "xml2argv").glob("*.xml"))
@@ -131,7 +132,7 @@ def test_unrecorded_cases_agree_with_libvirt_9_0_define(case: str) -> None:
 def test_token_redacted_unless_revealed() -> None:
     hidden = run_case("hostdev-vfio-vf-token")
     shown = run_case("hostdev-vfio-vf-token", reveal=True)
-    assert '"vf-token":"<redacted>"' in hidden
+    assert f'"vf-token":"{REDACTED}"' in hidden
     assert "00112233-4455-6677-8899-aabbccddeeff" not in hidden
     assert '"vf-token":"00112233-4455-6677-8899-aabbccddeeff"' in shown
 

@@ -16,6 +16,7 @@ import pytest
 from launchtest import CAPS_72, DATA, TOKEN
 
 from vfioctl.cli.main import main
+from vfioctl.secret import REDACTED
 
 CASES = sorted(p.stem for p in (DATA / "dryrun").glob("*.xml"))
 
@@ -61,7 +62,7 @@ def test_dry_run_json_redacts_and_orders(host_file: Path,
     adds = [c["arguments"] for c in doc["qmp"] if c["execute"] == "device_add"]
     # every function of the token's slot is hot-added, function 0 last
     assert [a["addr"] for a in adds] == ["0x6.0x1", "0x6"]
-    assert adds[0]["vf-token"] == "<redacted>"
+    assert adds[0]["vf-token"] == REDACTED
     assert doc["qmp"][-1] == {"execute": "cont"}
     assert not any("vfio-pci" in a for a in doc["argv"])
     assert "-S" in doc["argv"]

@@ -11,6 +11,7 @@ from vfioctl.conf import parse_string
 from vfioctl.errors import ConfigError, UsageError
 from vfioctl.launch.plan import plan_start, redact_text, runtime_dir
 from vfioctl.qemu.caps import caps_for_version
+from vfioctl.secret import REDACTED
 
 
 def test_runtime_dir_under_state_dir() -> None:
@@ -72,14 +73,14 @@ def test_plan_repr_and_argv_never_hold_the_token() -> None:
 
 
 def test_redact_text_any_case() -> None:
-    assert redact_text(f"a {TOKEN.upper()} b {TOKEN}", [TOKEN]) == "a <redacted> b <redacted>"
+    assert redact_text(f"a {TOKEN.upper()} b {TOKEN}", [TOKEN]) == f"a {REDACTED} b {REDACTED}"
 
 
 def test_tokens_are_redacted_and_refused_in_every_spelling() -> None:
     undashed = TOKEN.replace("-", "")
     for spelling in (TOKEN, TOKEN.upper(), undashed, undashed.upper()):
         said = f"vfio 0000:03:02.0: vf_token={spelling} rejected"
-        assert redact_text(said, [TOKEN]) == "vfio 0000:03:02.0: vf_token=<redacted> rejected"
+        assert redact_text(said, [TOKEN]) == f"vfio 0000:03:02.0: vf_token={REDACTED} rejected"
     doc = parse_string((DATA / "dryrun" / "token-pc.xml").read_bytes())
     for extra in (f"x,vf-token={undashed}", "vfio-pci,host=01:00.1,vf-token=" + "0" * 32,
                   "vfio-pci,vf_token=whatever"):

@@ -11,7 +11,7 @@ from vfioctl.cli.main import main
 from vfioctl.conf import parse_string
 from vfioctl.errors import ConfigError, DeviceNotFound
 from vfioctl.host.linux import LinuxHost
-from vfioctl.hostcheck import check_vf_tokens
+from vfioctl.hostcheck import check_domain
 
 PF, VF, PLAIN = "0000:06:00.0", "0000:06:10.0", "0000:07:00.0"
 TOKEN = "00112233-4455-6677-8899-aabbccddeeff"
@@ -49,7 +49,7 @@ def domain_xml(addr: str, *, managed_pf: bool = False) -> str:
 
 def check(root: Path, addr: str, **kw: bool) -> None:
     doc = parse_string(domain_xml(addr, **kw), filename="t.xml")
-    check_vf_tokens(LinuxHost(root, readonly=True), doc.domain)
+    check_domain(LinuxHost(root, readonly=True), doc.domain)
 
 
 def test_vf_of_vfio_pf_and_sriov_pf_are_fine(tmp_path: Path) -> None:

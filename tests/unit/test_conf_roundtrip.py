@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,9 +9,10 @@ from hypothesis import strategies as st
 from vfioctl.address import PciAddress
 from vfioctl.conf import parse_string
 from vfioctl.conf.format import format_hostdev
-from vfioctl.conf.hostdev import GuestPciAddress, HostdevDef, RomDef
+from vfioctl.conf.hostdev import FROM_STORE, GuestPciAddress, HostdevDef, RomDef
 from vfioctl.conf.parse import _strtoul
 from vfioctl.errors import XmlError
+from vfioctl.secret import VfToken
 
 tristate = st.none() | st.booleans()
 hostdevs = st.builds(
@@ -23,7 +22,7 @@ hostdevs = st.builds(
     managed=st.booleans(),
     driver_name=st.sampled_from([None, "vfio"]),
     driver_group=st.sampled_from([None, "allow"]),
-    vf_token=st.none() | st.uuids(),
+    vf_token=st.none() | st.just(FROM_STORE) | st.uuids().map(VfToken),
     boot_order=st.none() | st.integers(1, 1000),
     alias=st.none() | st.from_regex(r"ua-[A-Za-z0-9_-]{1,12}", fullmatch=True),
     rom=st.none() | st.builds(RomDef, bar=tristate,
@@ -44,8 +43,15 @@ def test_format_then_parse_is_identity(hd: HostdevDef) -> None:
 
 
 def test_repr_hides_token() -> None:
-    hd = HostdevDef(source=PciAddress(0, 6, 0x12, 5), vf_token=uuid.uuid4())
-    assert str(hd.vf_token) not in repr(hd)
+    token = VfToken.generate()
+    hd = HostdevDef(source=PciAddress(0, 6, 0x12, 5), vf_token=token)
+    assert token.reveal() not in repr(hd) and token.reveal() not in str(hd)
+
+
+def test_a_stored_token_is_never_written_into_xml() -> None:
+    hd = HostdevDef(source=PciAddress(0, 6, 0x12, 5), vf_token=FROM_STORE)
+    for reveal in (False, True):
+        assert "<vf-token/>" in format_hostdev(hd, indent="", reveal=reveal)
 
 
 @pytest.mark.parametrize(("text", "value"), [("0x1f", 31), ("12", 12), ("010", 8), ("0", 0)])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vfioctl.cli.main import main
+from vfioctl.secret import REDACTED
 
 DATA = Path(__file__).parent.parent / "data"
 TOKEN_CASE = DATA / "xml2argv" / "hostdev-vfio-vf-token.xml"
@@ -26,7 +27,7 @@ def test_xml2argv_redacts_by_default(capsys: pytest.CaptureFixture[str]) -> None
     rc, out, _ = run(["xml2argv", str(TOKEN_CASE), "--qemu-version", "8.1"], capsys)
     assert rc == 0 and TOKEN not in out
     assert out.splitlines()[0] == "-device"
-    assert json.loads(out.splitlines()[1])["vf-token"] == "<redacted>"
+    assert json.loads(out.splitlines()[1])["vf-token"] == REDACTED
     rc, out, _ = run(["xml2argv", str(TOKEN_CASE), "--qemu-version", "8.1", "--reveal"], capsys)
     assert json.loads(out.splitlines()[1])["vf-token"] == TOKEN
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vfioctl.cli.main import Context
+from vfioctl.cli.main import Context, warn_on_success
 from vfioctl.cli.render import print_json
 
 if TYPE_CHECKING:
@@ -50,12 +50,16 @@ def _caps(binary: str, caps_file: str | None, qemu_version: str | None) -> QemuC
 @click.option("--standin", metavar="DRIVER", default=None,
               help="Testing/demo: give QEMU a DRIVER device (e.g. pci-testdev) at each "
               "hostdev's id/bus/addr instead of vfio-pci; the devices are still taken.")
+@click.option("--allow-untrusted-pf", is_flag=True,
+              help="Let a confidential guest (<launchSecurity>) have a VF of a PF driven "
+              "from userspace, or such a PF: an unattested driver that can reset the VF "
+              "or see its data. Reported, and kept in the launch record.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- EXTRA QEMU ARGS]")
 @click.pass_obj
 def start_cmd(ctx: Context, file: str, qemu_bin: str | None, caps_file: str | None,
               qemu_version: str | None, dry_run: bool, timeout: float, standin: str | None,
-              as_json: bool, extra: tuple[str, ...]) -> None:
+              allow_untrusted_pf: bool, as_json: bool, extra: tuple[str, ...]) -> None:
     """Start a domain's QEMU with its PCI hostdevs: take the devices for the domain's
     <name>, run QEMU paused with a QMP socket, add VF-token devices over QMP (never on
     the command line), then continue. QEMU keeps running on its own; give the devices
@@ -76,7 +80,10 @@ def start_cmd(ctx: Context, file: str, qemu_bin: str | None, caps_file: str | No
     caps = _caps(binary, caps_file, qemu_version)
     host = ctx.host
     if dry_run:
-        plan = check_start(host, doc, caps, binary=binary, extra_args=extra)
+        plan = check_start(host, doc, caps, binary=binary, extra_args=extra,
+                           allow_untrusted_pf=allow_untrusted_pf)
+        for warning in plan.warnings:
+            warn_on_success(warning)
         if as_json:
             print_json({
                 "domain": plan.name, "host": host.name, "dry_run": True,
@@ -90,7 +97,10 @@ def start_cmd(ctx: Context, file: str, qemu_bin: str | None, caps_file: str | No
             click.echo(line)
         return
     launch = start(host, doc, caps, binary=binary, extra_args=extra, timeout=timeout,
-                   standin=standin_device(standin) if standin else None)
+                   standin=standin_device(standin) if standin else None,
+                   allow_untrusted_pf=allow_untrusted_pf)
+    for warning in launch.plan.warnings:
+        warn_on_success(warning)
     if as_json:
         print_json({"domain": launch.name, "host": host.name, "pid": launch.pid,
                     "qmp_socket": str(launch.qmp_socket), "log": str(launch.log_file),

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from vfioctl.cli.main import warn_on_success
+
 _CAPS_OPTIONS = [
     click.option("--qemu", "qemu_bin", metavar="BIN",
                  help="QEMU binary to probe (default: the domain's <emulator>)."),
@@ -27,15 +29,29 @@ def _with_caps_options(fn: Any) -> Any:
     return fn
 
 
-def _host_checks(ctx: click.Context, domain: Any) -> bool:
-    """Run the host-aware checks only when the user named a host (--host/VFIOCTL_HOST)."""
+def _host_checks(ctx: click.Context, domain: Any, allow_untrusted_pf: bool) -> bool:
+    """Run the host-aware checks only when the user named a host (--host/VFIOCTL_HOST);
+    a VF token written in the file is warned about either way."""
     obj = ctx.obj
     if obj is None or obj.host_spec is None:
+        for hd in domain.hostdevs:
+            if hd.token_inline:
+                warn_on_success(f"{hd.where}: the VF token of {hd.source} is written in the "
+                                "file in clear; write <vf-token/> to use the one vfioctl "
+                                "keeps (0600) on the host")
         return False
-    from vfioctl.hostcheck import check_vf_tokens
+    from vfioctl.hostcheck import check_domain
 
-    check_vf_tokens(obj.host, domain)
+    for warning in check_domain(obj.host, domain,
+                                allow_untrusted_pf=allow_untrusted_pf).warnings:
+        warn_on_success(warning)
     return True
+
+
+allow_untrusted_option = click.option(
+    "--allow-untrusted-pf", is_flag=True,
+    help="Let a confidential guest (<launchSecurity>) have a VF of a PF driven from "
+    "userspace, or such a PF (an unattested driver); the opt-in is reported.")
 
 
 def _echo_json(doc: Any) -> None:
@@ -45,14 +61,16 @@ def _echo_json(doc: Any) -> None:
 @click.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@allow_untrusted_option
 @click.pass_context
-def validate_cmd(ctx: click.Context, file: str, as_json: bool) -> None:
+def validate_cmd(ctx: click.Context, file: str, as_json: bool,
+                 allow_untrusted_pf: bool) -> None:
     """Check a libvirt domain XML's PCI hostdevs: schema, duplicates, and (with --host)
     whether each <vf-token> can work on that host. Exits 3 when invalid."""
     from vfioctl.conf import load_domain
 
     domain = load_domain(file).domain
-    checked_host = _host_checks(ctx, domain)
+    checked_host = _host_checks(ctx, domain, allow_untrusted_pf)
     if as_json:
         _echo_json({"file": file, "valid": True, "hostdevs": len(domain.hostdevs),
                     "host_checked": checked_host})
@@ -63,7 +81,9 @@ def validate_cmd(ctx: click.Context, file: str, as_json: bool) -> None:
 
 @click.command("xml2xml")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--reveal", is_flag=True, help="Write VF tokens instead of '<redacted>'.")
+@click.option("--reveal", is_flag=True,
+              help="Write VF tokens written in the file instead of '<vf-token redacted>' "
+              "(a stored token, <vf-token/>, is never written).")
 def xml2xml_cmd(file: str, reveal: bool) -> None:
     """Print the domain XML with its PCI hostdevs in libvirt's canonical form; everything
     else is copied verbatim."""
@@ -76,11 +96,15 @@ def xml2xml_cmd(file: str, reveal: bool) -> None:
 @click.command("xml2argv")
 @click.argument("file", type=click.Path(dir_okay=False))
 @_with_caps_options
-@click.option("--reveal", is_flag=True, help="Print VF tokens instead of '<redacted>'.")
+@click.option("--reveal", is_flag=True,
+              help="Print VF tokens instead of '<vf-token redacted>' (a stored one, "
+              "<vf-token/>, needs --host).")
 @click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
+@allow_untrusted_option
 @click.pass_context
 def xml2argv_cmd(ctx: click.Context, file: str, qemu_bin: str | None, caps_file: str | None,
-                 qemu_version: str | None, reveal: bool, as_json: bool) -> None:
+                 qemu_version: str | None, reveal: bool, as_json: bool,
+                 allow_untrusted_pf: bool) -> None:
     """Print the QEMU arguments for the domain's PCI hostdevs, one per line, as libvirt
     9.0 writes them (JSON -device). VF tokens are redacted unless --reveal."""
     from vfioctl.conf import load_domain
@@ -88,7 +112,10 @@ def xml2argv_cmd(ctx: click.Context, file: str, qemu_bin: str | None, caps_file:
     from vfioctl.qemu.caps import resolve_caps
 
     domain = load_domain(file).domain
-    _host_checks(ctx, domain)
+    if _host_checks(ctx, domain, allow_untrusted_pf) and reveal:
+        from vfioctl.hostcheck import resolve_vf_tokens
+
+        domain = resolve_vf_tokens(ctx.obj.host, domain)  # asked for: print the secret
     if not domain.hostdevs:
         caps = None
         devices = []

@@ -83,8 +83,14 @@ class Context:
         return self._host
 
 
-#: Warnings printed after a command that succeeded (see :func:`_recover_first`).
+#: Warnings printed after a command that succeeded (a failing one has its own one line).
 _WARNINGS: list[str] = []
+
+
+def warn_on_success(text: str) -> None:
+    """Say ``vfioctl: warning: TEXT`` on stderr once the command has succeeded: an error
+    stays the one line a failing command prints."""
+    _WARNINGS.append(text)
 
 
 def _recover_first(host: Any) -> None:
@@ -161,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     _WARNINGS.clear()
     try:
         rv = cli.main(args=argv, prog_name="vfioctl", standalone_mode=False)
+        from vfioctl.cli.echo import one_line
+
         for warning in _WARNINGS:
-            click.echo(f"vfioctl: warning: {warning}", err=True)
+            click.echo(f"vfioctl: warning: {one_line(warning)}", err=True)
         # standalone_mode=False hands a command's click Exit code back as the value
         if isinstance(rv, int):
             return rv

@@ -15,8 +15,8 @@ import re
 from vfioctl.conf.hostdev import GuestPciAddress, HostdevDef
 from vfioctl.conf.parse import DomainDocument
 from vfioctl.errors import InternalError
+from vfioctl.secret import REDACTED, VfToken
 
-REDACTED = "<redacted>"
 """What a VF token is replaced by unless the caller asks to reveal it."""
 
 _INDENT = "  "
@@ -60,9 +60,13 @@ def format_hostdev(hd: HostdevDef, *, indent: str = "", reveal: bool = False) ->
     lines.append(f"{i1}<source>")
     if hd.vf_token is None:
         lines.append(f"{i2}{addr}/>")
-    else:
-        token = str(hd.vf_token) if reveal else REDACTED
+    elif isinstance(hd.vf_token, VfToken):
+        # A secret the file already had in clear: printed back only on request.
+        token = hd.vf_token.reveal() if reveal else REDACTED
         lines += [f"{i2}{addr}>", f"{i3}<vf-token uuid={_q(token)}/>", f"{i2}</address>"]
+    else:
+        # A reference stays a reference: a stored token is never written into XML.
+        lines += [f"{i2}{addr}>", f"{i3}<vf-token/>", f"{i2}</address>"]
     lines.append(f"{i1}</source>")
     if hd.boot_order is not None:
         lines.append(f"{i1}<boot order='{hd.boot_order}'/>")

@@ -6,10 +6,11 @@ Frozen dataclasses, no I/O. Names follow libvirt's XML vocabulary (``managed``,
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
+from typing import Final
 
 from vfioctl.address import PciAddress
+from vfioctl.secret import VfToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +55,44 @@ class RomDef:
     enabled: bool | None = None
 
 
+class StoredTokenRef:
+    """``<vf-token/>`` without a ``uuid``: "the token vfioctl holds for this VF's PF".
+
+    The domain XML then holds no secret; whoever starts the guest resolves the reference
+    from vfioctl's token store (:func:`vfioctl.hostcheck.resolve_vf_tokens`) and hands
+    the token to QEMU over QMP only. There is one instance, :data:`FROM_STORE`.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FROM_STORE"
+
+
+FROM_STORE: Final = StoredTokenRef()
+
+#: libvirt's ``<launchSecurity type>`` values (src/conf/domain_conf.h,
+#: virDomainLaunchSecurity): each makes a confidential guest.
+LAUNCH_SECURITY_TYPES: Final = frozenset({"sev", "sev-snp", "tdx", "s390-pv"})
+
+
 @dataclass(frozen=True, slots=True)
 class HostdevDef:
     """One ``<hostdev mode='subsystem' type='pci'>``.
 
     ``driver_name`` is None when ``<driver>`` is absent (libvirt then picks VFIO);
-    ``driver_group`` is vfioctl's ``group='allow'`` extension (seed 004, never merged
-    upstream). ``vf_token`` is a secret: its repr is redacted.
+    ``driver_group`` is vfioctl's ``group='allow'`` extension (docs/rationale.md "The
+    IOMMU-group rule"; never merged upstream). ``vf_token`` is the hostdev's VF token:
+    a :class:`~vfioctl.secret.VfToken` written in the file (``<vf-token uuid='…'/>``,
+    a secret in clear), :data:`FROM_STORE` (``<vf-token/>``: the token vfioctl holds for
+    the VF's PF, resolved from the host at the last moment), or None.
     """
 
     source: PciAddress
     managed: bool = False
     driver_name: str | None = None
     driver_group: str | None = None
-    vf_token: uuid.UUID | None = field(default=None, repr=False)
+    vf_token: VfToken | StoredTokenRef | None = field(default=None, repr=False)
     boot_order: int | None = None
     alias: str | None = None
     rom: RomDef | None = None
@@ -77,6 +102,15 @@ class HostdevDef:
     @property
     def group_allow(self) -> bool:
         return self.driver_group == "allow"
+
+    @property
+    def token_inline(self) -> bool:
+        """The VF token is written in the file (``uuid``): a secret in clear."""
+        return isinstance(self.vf_token, VfToken)
+
+    @property
+    def token_from_store(self) -> bool:
+        return isinstance(self.vf_token, StoredTokenRef)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +176,8 @@ class DomainDef:
     """The parts of a ``<domain>`` that vfioctl reads; the document itself is kept apart.
 
     ``domain_type`` is ``<domain type>``; ``memory`` is None without a ``<memory>`` (or
-    with an empty one); ``vcpus`` is ``<vcpu>``, 1 when absent as in libvirt.
+    with an empty one); ``vcpus`` is ``<vcpu>``, 1 when absent as in libvirt;
+    ``launch_security`` is ``<launchSecurity type>`` (a confidential guest) or None.
     """
 
     name: str | None
@@ -157,6 +192,14 @@ class DomainDef:
     hostdevs: tuple[HostdevDef, ...] = ()
     controllers: tuple[PciControllerDef, ...] = ()
     others: tuple[OtherDeviceDef, ...] = ()
+    launch_security: str | None = None
+
+    @property
+    def confidential(self) -> bool:
+        """A guest whose memory and state the host may not see (SEV, SEV-SNP, TDX, s390
+        protected virtualization): what it is given must be trustworthy without the
+        host's word for it."""
+        return self.launch_security is not None
 
     @property
     def machine_family(self) -> str:

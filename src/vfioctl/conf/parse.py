@@ -26,6 +26,8 @@ from typing import Any
 
 from vfioctl.address import PciAddress
 from vfioctl.conf.hostdev import (
+    FROM_STORE,
+    LAUNCH_SECURITY_TYPES,
     DomainDef,
     GuestPciAddress,
     HostdevDef,
@@ -34,9 +36,11 @@ from vfioctl.conf.hostdev import (
     OtherDeviceDef,
     PciControllerDef,
     RomDef,
+    StoredTokenRef,
 )
 from vfioctl.conf.numbers import LLONG_MAX, ULLONG_MAX, parse_int, parse_uint, unit_scale
 from vfioctl.errors import UnsupportedConfig, XmlError
+from vfioctl.secret import VfToken
 
 # What a PCI <hostdev> may contain; anything else is an error, never ignored.
 _HOSTDEV_ATTRS = frozenset({"mode", "type", "managed"})
@@ -241,6 +245,7 @@ class _Parser:
                 ctl = self.controller(el, other)
                 if ctl is not None:
                     controllers.append(ctl)
+        launch_security = self.launch_security(root.find("launchSecurity"))
         domain = DomainDef(
             name=name_el.text.strip() if name_el is not None and name_el.text else None,
             file=self.file,
@@ -254,9 +259,22 @@ class _Parser:
             hostdevs=tuple(hostdevs),
             controllers=tuple(controllers),
             others=tuple(others),
+            launch_security=launch_security,
         )
         return DomainDocument(domain=domain, tree=root.getroottree(),
                               hostdev_elements=tuple(elements), text=text)
+
+    def launch_security(self, el: Any) -> str | None:
+        """``<launchSecurity type='…'>``: a confidential guest (libvirt's types: sev,
+        sev-snp, tdx, s390-pv), whose memory the host cannot read."""
+        if el is None:
+            return None
+        kind = el.get("type")
+        if kind not in LAUNCH_SECURITY_TYPES:
+            raise self.error(el, f"unknown <launchSecurity> type {kind!r}",
+                             hint="libvirt knows " + ", ".join(
+                                 f"'{t}'" for t in sorted(LAUNCH_SECURITY_TYPES)))
+        return str(kind)
 
     def check_entities(self, root: Any) -> None:
         """Refuse XML entities, so that vfioctl and libvirt read the same document.
@@ -511,7 +529,7 @@ class _Parser:
         self.schema_check(el)
         return hd
 
-    def source(self, src: Any) -> tuple[PciAddress, uuid.UUID | None]:
+    def source(self, src: Any) -> tuple[PciAddress, VfToken | StoredTokenRef | None]:
         self.no_text(src, "in a hostdev")
         addrs = []
         for child in src:
@@ -528,7 +546,7 @@ class _Parser:
         self.check_attrs(addr, _SOURCE_ADDRESS_ATTRS, "in hostdev <source>")
         self.no_text(addr, "in hostdev <source>")
         values = self.address_fields(addr)
-        token = None
+        token: VfToken | StoredTokenRef | None = None
         tokens = [c for c in addr if isinstance(c.tag, str)]
         for child in tokens:
             if _tag(child) != "vf-token":
@@ -542,13 +560,15 @@ class _Parser:
             self.no_text(tok, "in hostdev <source>")
             text = tok.get("uuid")
             if text is None:
-                raise self.error(tok, "missing uuid attribute in <vf-token>")
-            if not _UUID_RE.fullmatch(text):
+                token = FROM_STORE  # <vf-token/>: vfioctl's stored token for the PF
+            elif not _UUID_RE.fullmatch(text):
                 # The value is a secret even when malformed: never echo it.
                 raise self.error(tok, "malformed vf-token uuid",
                                  hint="write it as 8-4-4-4-12 hex digits, e.g. the output "
-                                 "of uuidgen")
-            token = uuid.UUID(text)
+                                 "of uuidgen, or write <vf-token/> to use the token vfioctl "
+                                 "holds for the PF")
+            else:
+                token = VfToken(uuid.UUID(text))
         return PciAddress(*values), token
 
     def address_fields(self, addr: Any) -> tuple[int, int, int, int]:

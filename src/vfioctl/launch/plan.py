@@ -37,7 +37,8 @@ from vfioctl.errors import ConfigError, UnsupportedConfig, UsageError
 from vfioctl.qemu.argv import build_hostdev_devices, format_props_json
 from vfioctl.qemu.caps import QemuCaps
 from vfioctl.qemu.placement import ROOT_BUS, place_hostdevs
-from vfioctl.qemu.props import VF_TOKEN_REDACTED, Props, format_pci_addr
+from vfioctl.qemu.props import Props, format_pci_addr
+from vfioctl.secret import REDACTED, VfToken
 
 SOCKET_NAME = "qmp.sock"
 LOG_NAME = "qemu.log"
@@ -98,6 +99,9 @@ class StartPlan:
     runtime_dir: Path
     qmp_socket: Path
     log_file: Path
+    #: what the host checks found (a VF token in the file, an untrusted PF allowed for a
+    #: confidential guest): shown to the user and kept in the launch record
+    warnings: tuple[str, ...] = ()
 
     @property
     def hotplugs(self) -> tuple[QemuDevice, ...]:
@@ -121,7 +125,7 @@ class StartPlan:
 def redact_props(props: Props) -> Props:
     out = dict(props)
     if "vf-token" in out:
-        out["vf-token"] = VF_TOKEN_REDACTED
+        out["vf-token"] = REDACTED
     return out
 
 
@@ -144,7 +148,7 @@ def redact_text(text: str, tokens: Sequence[str]) -> str:
     """``text`` with every token replaced by ``<redacted>``, whatever its spelling."""
     for token in tokens:
         if token:
-            text = re.sub(_token_pattern(token), VF_TOKEN_REDACTED, text, flags=re.I)
+            text = re.sub(_token_pattern(token), REDACTED, text, flags=re.I)
     return text
 
 
@@ -356,7 +360,8 @@ def plan_start(doc: DomainDocument, caps: QemuCaps, *, binary: str,
     name = check_domain_name(domain)
     devices = build_devices(domain, caps)
     place_hostdevs(domain)  # machine/arch checks also when there are no hostdevs
-    tokens = [str(hd.vf_token) for hd in domain.hostdevs if hd.vf_token is not None]
+    tokens = [hd.vf_token.reveal() for hd in domain.hostdevs
+              if isinstance(hd.vf_token, VfToken)]
     for arg in extra_args:
         if arg in _REFUSED_EXTRA:
             raise UsageError(f"extra QEMU argument '{arg}' cannot be used with vfioctl start",

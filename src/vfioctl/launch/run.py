@@ -23,6 +23,7 @@ as it was. QEMU keeps running after :func:`start` returns; when it has exited (o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from vfioctl.address import PciAddress
 from vfioctl.conf.parse import DomainDocument
 from vfioctl.errors import NotDetached, OperationInvalid, VfioctlError
 from vfioctl.host.base import Host
-from vfioctl.hostcheck import check_vf_tokens
+from vfioctl.hostcheck import check_domain, resolve_vf_tokens
 from vfioctl.launch.plan import (
     RECORD_NAME,
     QemuDevice,
@@ -103,17 +104,25 @@ class Release:
 
 # -- step 1: checks ---------------------------------------------------------------------------
 def check_start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
-                extra_args: Sequence[str] = ()) -> StartPlan:
+                extra_args: Sequence[str] = (), allow_untrusted_pf: bool = False
+                ) -> StartPlan:
     """Plan the launch and run every check that needs no change (``--dry-run`` stops here).
+
+    ``<vf-token/>`` references are resolved here, from vfioctl's token store: the plan
+    holds the tokens (redacted in its repr and in everything shown) for QMP only.
 
     Raises:
         ConfigError / UnsupportedConfig / UsageError: from :func:`plan_start`.
-        DeviceNotFound / ConfigError: a hostdev missing, or a token the kernel would refuse.
+        DeviceNotFound / ConfigError: a hostdev missing, a VF-token inconsistency (see
+            :func:`vfioctl.hostcheck.check_domain`), an untrusted PF for a confidential
+            guest without ``allow_untrusted_pf``.
         NotDetached: a ``managed='no'`` device is not on vfio-pci.
     """
-    plan = plan_start(doc, caps, binary=binary, state_dir=host.state_dir,
+    checked = check_domain(host, doc.domain, allow_untrusted_pf=allow_untrusted_pf)
+    resolved = dataclasses.replace(doc, domain=resolve_vf_tokens(host, doc.domain))
+    plan = plan_start(resolved, caps, binary=binary, state_dir=host.state_dir,
                       extra_args=extra_args)
-    check_vf_tokens(host, doc.domain)
+    plan = dataclasses.replace(plan, warnings=checked.warnings)
     for hd in doc.domain.hostdevs:
         dev = get_device(host, hd.source)
         if not hd.managed and dev.driver != VFIO_DRIVER and not dev.is_vfio_variant:
@@ -162,7 +171,8 @@ def describe_start(host: Host, plan: StartPlan) -> list[str]:
 # -- start ------------------------------------------------------------------------------------
 def start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
           extra_args: Sequence[str] = (), timeout: float = 30.0,
-          standin: Standin | None = None, on_send: SendHook | None = None) -> Launch:
+          standin: Standin | None = None, on_send: SendHook | None = None,
+          allow_untrusted_pf: bool = False) -> Launch:
     """Start the domain's QEMU with its hostdevs; see the module docstring for the steps.
 
     Args:
@@ -186,7 +196,8 @@ def start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
         QemuExited / QmpTimeout / QmpCommandFailed / QemuError: QEMU failed; it was
             killed and the devices were released.
     """
-    plan = check_start(host, doc, caps, binary=binary, extra_args=extra_args)
+    plan = check_start(host, doc, caps, binary=binary, extra_args=extra_args,
+                       allow_untrusted_pf=allow_untrusted_pf)
     name = plan.name
     mgr = HostdevManager(host)
     _check_not_running(plan)
@@ -328,6 +339,7 @@ def _write_record(plan: StartPlan, pid: int, host: Host) -> None:
         "starttime": st[1] if st else None, "qmp_socket": str(plan.qmp_socket),
         "log": str(plan.log_file), "binary": plan.binary,
         "devices": [str(d.source) for d in plan.devices],
+        "warnings": list(plan.warnings),   # e.g. an untrusted PF allowed: the opt-in
     }
     path = plan.runtime_dir / RECORD_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,

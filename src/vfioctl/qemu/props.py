@@ -4,19 +4,35 @@ Key order is libvirt 9.0's (``qemuBuildPCIHostdevDevProps`` then
 ``qemuBuildDeviceAddressProps`` then ``qemuBuildRomProps``), checked against
 ``virsh domxml-to-native``: driver, host, id, bootindex, bus, multifunction, addr,
 rombar, romfile. ``vf-token`` goes right after ``host``, as in the unmerged libvirt
-series (seed 000). Unset optional properties are left out.
+series (Vivek Kashyap, 2024; docs/rationale.md "The discussions"). Unset optional
+properties are left out.
 """
 
 from __future__ import annotations
 
 from vfioctl.conf.hostdev import GuestPciAddress, HostdevDef
+from vfioctl.errors import ConfigError
 from vfioctl.qemu.placement import Placement
+from vfioctl.secret import REDACTED, VfToken
 
 PropValue = str | int | bool
 Props = dict[str, PropValue]
 
-VF_TOKEN_REDACTED = "<redacted>"
-"""Printed instead of a VF token; QEMU rejects it, so a pasted command line fails safe."""
+
+def token_text(hd: HostdevDef) -> str:
+    """The hostdev's VF token itself, for QEMU (the one place conf's token is revealed).
+
+    Raises:
+        ConfigError: the hostdev names the stored token (``<vf-token/>``) and it was not
+            resolved from a host first (:func:`vfioctl.hostcheck.resolve_vf_tokens`).
+    """
+    token = hd.vf_token
+    if isinstance(token, VfToken):
+        return token.reveal()
+    where = f"{hd.where}: " if hd.where is not None else ""
+    raise ConfigError(f"{where}the VF token of PCI device {hd.source} is the one vfioctl "
+                      "holds for its PF (<vf-token/>): it is known only on that host",
+                      hint="name the host (--host, VFIOCTL_HOST) to resolve it")
 
 
 def format_pci_addr(addr: GuestPciAddress) -> str:
@@ -35,11 +51,11 @@ def build_vfio_pci_props(
         hd: the hostdev.
         dev_id: the QEMU id (the ``ua-`` alias, or ``hostdevN``).
         placement: its guest bus and address.
-        reveal: put the VF token itself in; otherwise :data:`VF_TOKEN_REDACTED`.
+        reveal: put the VF token itself in; otherwise :data:`vfioctl.secret.REDACTED`.
     """
     props: Props = {"driver": "vfio-pci", "host": str(hd.source)}
     if hd.vf_token is not None:
-        props["vf-token"] = str(hd.vf_token) if reveal else VF_TOKEN_REDACTED
+        props["vf-token"] = token_text(hd) if reveal else REDACTED
     props["id"] = dev_id
     if hd.boot_order is not None:
         props["bootindex"] = hd.boot_order
