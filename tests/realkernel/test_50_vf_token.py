@@ -303,7 +303,8 @@ def test_vf_token_lifecycle_and_stale_copy(walkthrough: object) -> None:
     HostdevManager(host).set_token(PF, TOK)
     with HostdevManager(host).open_vf(VF) as vf_handle:
         assert vf_handle.info.num_regions >= 9
-        HostdevManager(host).set_token(PF, TOK2)  # PF busy with a VF user: stored TOK
+        # PF busy with a VF user: opened with the stored TOK; --force to rotate under it
+        HostdevManager(host).set_token(PF, TOK2, force=True)
         with HostdevManager(host).open_vf(VF2) as other:
             assert other.info.flags & uapi.VFIO_DEVICE_FLAGS_PCI
 

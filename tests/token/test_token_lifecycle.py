@@ -19,7 +19,7 @@ from tokenops import (
 )
 from tokentest import Q35_PF, Q35_PLAIN, Q35_VF, Q35_VF2
 
-from vfioctl.errors import PermissionDenied, ReadOnlyHost, UsageError
+from vfioctl.errors import DeviceInUse, PermissionDenied, ReadOnlyHost, UsageError
 from vfioctl.manager import HostdevManager, TokenNotFound, TokenStale
 from vfioctl.secret import REDACTED, VfToken
 from vfioctl.sim.host import SimHost
@@ -48,10 +48,21 @@ def test_default_token_is_fresh_and_random(q35: SimHost) -> None:
     assert check_vf(q35, Q35_VF).with_token
 
 
+def test_set_while_a_vf_is_open_is_refused_naming_the_user(q35: SimHost) -> None:
+    """Rotation under an open VF would lock its user out at the next open."""
+    set_token(q35, Q35_PF, TOK)
+    with open_vf(q35, Q35_VF), pytest.raises(DeviceInUse) as info:
+        set_token(q35, Q35_PF)
+    assert str(info.value).startswith(f"VF {Q35_VF} of PF {Q35_PF} is open by pid "
+                                      f"{os.getpid()} ")
+    assert info.value.hint is not None and "--force" in info.value.hint
+    assert get_token(q35, Q35_PF) == TOK, "nothing changed"
+
+
 def test_set_while_a_vf_is_open_uses_the_stored_token(q35: SimHost) -> None:
     set_token(q35, Q35_PF, TOK)
     with open_vf(q35, Q35_VF):
-        new, _ = set_token(q35, Q35_PF)           # PF opens only with TOK now
+        new, _ = set_token(q35, Q35_PF, force=True)  # PF opens only with TOK now
         with open_vf(q35, Q35_VF2) as h:          # the new one is current
             assert h.info.num_irqs == 5
     assert get_token(q35, Q35_PF) == new.token
@@ -63,7 +74,7 @@ def test_set_while_vfs_are_open_without_a_stored_token_is_explained(q35: SimHost
         forget_token(q35, Q35_PF)
         with pytest.raises(VfTokenRejected, match=f"PF {Q35_PF} has VFs in use by another "
                            "VFIO user"):
-            set_token(q35, Q35_PF)
+            set_token(q35, Q35_PF, force=True)
     assert q35.kernel.vf_tokens[Q35_PF] == uuid.UUID(TOK.reveal()), "kernel untouched"
 
 

@@ -22,8 +22,9 @@ Addr = PciAddress | str
 
 
 def set_token(host: Host, pf: Addr, token: VfToken | None = None, *,
-              lock_timeout: float | None = None) -> tuple[StoredToken, Path]:
-    done = HostdevManager(host, lock_timeout=lock_timeout).set_token(pf, token)
+              lock_timeout: float | None = None, force: bool = False
+              ) -> tuple[StoredToken, Path]:
+    done = HostdevManager(host, lock_timeout=lock_timeout).set_token(pf, token, force=force)
     return done.stored, done.file
 
 

@@ -67,11 +67,14 @@ def _read_token_file(source: str) -> VfToken:
 @click.option("--uuid", "uuid_text", metavar="UUID", default=None,
               help="The token on the command line (visible in shell history and ps: "
               "prefer --uuid-file).")
+@click.option("--force", is_flag=True,
+              help="Set it even while a VF is open: its user keeps working until its next "
+              "open, which then needs the new token.")
 @dry_run_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 @click.pass_obj
 def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str | None,
-                  dry_run: bool, as_json: bool) -> None:
+                  force: bool, dry_run: bool, as_json: bool) -> None:
     """Set the VF token of PF (default: a fresh random UUID) and store it (0600).
 
     VFs already open keep working; new VF opens need the new token.
@@ -86,9 +89,9 @@ def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str |
         token = _read_token_file(uuid_file)
     mgr = manager(ctx)
     if dry_run:
-        show_outcome(ctx, mgr.plan_token_set(pf, token), None, as_json)
+        show_outcome(ctx, mgr.plan_token_set(pf, token, force=force), None, as_json)
         return
-    done = mgr.set_token(pf, token)
+    done = mgr.set_token(pf, token, force=force)
     for rec in done.report.recovered:
         click.echo(f"vfioctl: {rec.describe()}", err=True)
     stored, path = done.stored, done.file

@@ -293,7 +293,7 @@ class HostdevManager:
 
     # -- VF tokens ------------------------------------------------------------------------
     def _plan_token_set(self, records: Records, pf: PciAddress | str,
-                        token: VfToken | None) -> Plan:
+                        token: VfToken | None, force: bool) -> Plan:
         plan = Plan(OpKind.TOKEN_SET, forward_at_start=True)
         with planning(plan):
             store = tokens.token_store(self.host)
@@ -305,6 +305,8 @@ class HostdevManager:
                                   "set only while nobody else has it open", addr=dev.addr,
                                   hint="stop that program first (a PF driven from "
                                   "userspace sets its own token)")
+            if not force:
+                self._check_no_vf_consumers(dev)
             old = tokens.quiet_load(store, dev.addr)
             plan.stage = tokens.new_entry(dev.addr, token, list(records.values()))
             plan.steps.append(Step(0, dev.addr, kind=StepKind.TOKEN,
@@ -315,23 +317,42 @@ class HostdevManager:
                                        "a new random UUID"))
         return plan
 
-    def plan_token_set(self, pf: PciAddress | str, token: VfToken | None = None) -> Plan:
-        """What :meth:`set_token` would do now; changes nothing."""
-        return self._plan(lambda r: self._plan_token_set(r, pf, token))
+    @staticmethod
+    def _check_no_vf_consumers(dev: PciDevice) -> None:
+        """The kernel takes a new token while VFs are open (SET does not check for VF
+        users), so their users keep working until their next open — which then fails
+        with a token they were never given. Rotating under them needs ``force``."""
+        for vf_addr in dev.virtfns:
+            users = device_users(PciDevice(dev.host, vf_addr))
+            if users is not None:
+                who = ", ".join(h.describe() for h in users) or "a VFIO user"
+                raise DeviceInUse(
+                    f"VF {vf_addr} of PF {dev.name} is open by {who}: a new VF token would "
+                    "lock it out at its next open", addr=vf_addr,
+                    hint="stop it first, or pass --force to rotate the token anyway and "
+                    "give the new one to the VF's user")
 
-    def set_token(self, pf: PciAddress | str, token: VfToken | None = None) -> TokenSet:
+    def plan_token_set(self, pf: PciAddress | str, token: VfToken | None = None, *,
+                       force: bool = False) -> Plan:
+        """What :meth:`set_token` would do now; changes nothing."""
+        return self._plan(lambda r: self._plan_token_set(r, pf, token, force))
+
+    def set_token(self, pf: PciAddress | str, token: VfToken | None = None, *,
+                  force: bool = False) -> TokenSet:
         """Set the VF token of an SR-IOV PF bound to vfio-pci (default: a fresh random
         one) and store it (0600). VFs opened before keep working; new VF opens need the
-        new token.
+        new token, so while a VF is open the change is refused unless ``force``.
 
         Raises:
             ReadOnlyHost; DeviceNotFound; TokenNotAccepted (not an SR-IOV PF on
-            vfio-pci); DeviceInUse (the PF is open by another VFIO user);
+            vfio-pci); DeviceInUse (the PF is open by another VFIO user, or a VF is and
+            ``force`` is not set);
             VfTokenRejected (VFs are in use and vfioctl has not got their token);
             Busy; HostError; TokenCommitFailed (the kernel has it, storing it failed:
             the next vfioctl command completes it).
         """
-        report = self._run("set a VF token", lambda r: self._plan_token_set(r, pf, token))
+        report = self._run("set a VF token",
+                           lambda r: self._plan_token_set(r, pf, token, force))
         assert report.plan is not None and report.plan.stage is not None
         stored = report.plan.stage
         store = tokens.token_store(self.host)
