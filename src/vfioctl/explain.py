@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from vfioctl.address import PciAddress
 from vfioctl.host.base import Host
 from vfioctl.pci.config import ACS_REQUIRED
-from vfioctl.pci.device import PciDevice, get_device
+from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
 from vfioctl.pci.iommu import IommuGroup
+from vfioctl.vfio.holders import device_users
 
 
 @dataclass
@@ -27,6 +28,27 @@ class Explanation:
     peers: list[tuple[PciAddress, str | None]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     path: list[str] = field(default_factory=list)
+    #: who the device's trust rests on, when a PF is driven from userspace
+    trust: list[str] = field(default_factory=list)
+
+
+def userspace_pf_lines(host: Host, dev: PciDevice) -> list[str]:
+    """For a VF of a PF driven from userspace (or such a PF): that fact, and which
+    processes drive it now (holders of its VFIO files). A guest given such a VF trusts
+    an unattested driver (docs/rationale.md, "A userspace PF and its VFs")."""
+    pf = PciDevice(host, dev.physfn) if dev.physfn is not None else dev
+    if pf.driver != VFIO_DRIVER or not pf.sriov_totalvfs:
+        return []
+    users = device_users(pf)
+    who = ("open by " + ", ".join(h.describe() for h in users) if users
+           else "open by a VFIO user" if users is not None
+           else "not open by any process now")
+    if pf is dev:
+        return [f"{dev.addr} is an SR-IOV PF driven from userspace (vfio-pci), {who}: its "
+                "VFs open only with its VF token, and their users trust this driver"]
+    return [f"its PF {pf.addr} is driven from userspace (vfio-pci), {who}: that driver "
+            "can reset this VF and, depending on the device, see its data; the VF opens "
+            "only with the PF's VF token"]
 
 
 def _acs_words(dev: PciDevice) -> tuple[bool | None, str]:
@@ -47,6 +69,7 @@ def explain_device(host: Host, addr: PciAddress | str) -> Explanation:
     """
     dev = get_device(host, addr)
     ex = Explanation(dev.addr, dev.iommu_group)
+    ex.trust = userspace_pf_lines(host, dev)
     if ex.group is None:
         ex.reasons.append("the device has no IOMMU group: the IOMMU is off on this host")
         return ex

@@ -18,8 +18,8 @@ is refused when given one (EINVAL). So:
 Trust (docs/rationale.md, "Open questions: confidential guests and attestation"): a PF
 driven from userspace is an unattested driver that can reset its VFs and, depending on
 the device, see their traffic. A confidential guest (``<launchSecurity>``) must not get
-such a VF, or such a PF, unless the user says so explicitly; the opt-in is reported as a
-warning, which the launcher also keeps in its launch record.
+such a VF, or such a PF while its VFs exist, unless the user says so explicitly; the
+opt-in is reported as a warning, which the launcher also keeps in its launch record.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def check_domain(host: Host, domain: DomainDef, *,
         userspace_pf = pf is not None and (
             PciDevice(host, pf).driver == VFIO_DRIVER or pf in managed_here)
         _check_token(mgr, hd, dev, pf, userspace_pf, warnings)
-        if _untrusted(host, dev, pf, userspace_pf, managed_here):
+        if _untrusted(dev, pf, userspace_pf):
             reason = _trust_refusal(domain, hd, dev, pf)
             if reason is None:
                 continue
@@ -141,13 +141,13 @@ def _stored(mgr: HostdevManager, hd: HostdevDef, pf: PciAddress, *,
                           hint=err.hint) from err
 
 
-def _untrusted(host: Host, dev: PciDevice, pf: PciAddress | None, userspace_pf: bool,
-               managed_here: set[PciAddress]) -> bool:
-    """A VF of a userspace-driven PF, or a PF that is (or will be) driven from userspace
-    with SR-IOV: the devices whose trust rests on an unattested userspace driver."""
+def _untrusted(dev: PciDevice, pf: PciAddress | None, userspace_pf: bool) -> bool:
+    """A VF of a userspace-driven PF, or a PF driven from userspace whose VFs exist:
+    devices whose function rests on an unattested userspace driver. (A PF with no VFs
+    handed to a guest is just a device: the guest becomes its only driver.)"""
     if pf is not None:
         return userspace_pf
-    return bool(dev.sriov_totalvfs) and (dev.driver == VFIO_DRIVER or dev.addr in managed_here)
+    return dev.driver == VFIO_DRIVER and bool(dev.sriov_numvfs)
 
 
 def _trust_refusal(domain: DomainDef, hd: HostdevDef, dev: PciDevice,
@@ -161,8 +161,8 @@ def _trust_refusal(domain: DomainDef, hd: HostdevDef, dev: PciDevice,
                 "(vfio-pci): that driver is unattested and can reset the VF or, depending "
                 "on the device, see its data")
     else:
-        what = (f"PCI device {dev.addr} is an SR-IOV PF driven from userspace: its VFs' "
-                "trust would rest on this guest, and the PF itself on no attestation")
+        what = (f"PCI device {dev.addr} is an SR-IOV PF driven from userspace whose VFs "
+                "exist: whoever drives them shares the device with this guest, unattested")
     return f"{_where(hd)}{who} is a confidential guest ({kind}) and {what}"
 
 

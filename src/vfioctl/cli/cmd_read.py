@@ -122,6 +122,12 @@ def show_cmd(ctx: Context, address: str, as_json: bool) -> None:
                                 f"{', '.join(map(str, d.virtfns)) or 'none'}"))
     if d.physfn is not None:
         lines.append(("physfn", str(d.physfn)))
+    if d.physfn is not None or d.sriov_totalvfs:
+        from vfioctl.explain import userspace_pf_lines
+        from vfioctl.pci.device import PciDevice
+
+        lines += [("trust", line) for line in userspace_pf_lines(
+            ctx.host, PciDevice(ctx.host, d.address))]
     caps = ", ".join(c.name for c in d.capabilities)
     lines.append(("capabilities", caps or "-"))
     width = max(len(k) for k, _ in lines)
@@ -147,4 +153,8 @@ def explain_cmd(ctx: Context, address: str) -> None:
             click.echo(f"  {step}")
     click.echo("why:")
     for reason in ex.reasons:
+        click.echo(f"  - {reason}")
+    if ex.trust:
+        click.echo("trust:")
+    for reason in ex.trust:
         click.echo(f"  - {reason}")
