@@ -218,3 +218,55 @@ def test_unbinds_that_would_block_are_refused(cli: VfioctlCli, kernel: GuestKern
         holder.kill()
         holder.wait(timeout=60)
     assert cli("sriov", PF, "--numvfs", "0").rc == 0   # released: it goes through
+
+
+def _vf_domain(tmp_path: Path, token: str, extra: str = "") -> Path:
+    path = tmp_path / f"vf-{abs(hash((token, extra)))}.xml"
+    path.write_text(f"""<domain type='qemu'>
+  <name>vm65</name>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>{extra}
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='0x01' slot='0x00' function='0x1'>{token}</address>
+      </source>
+    </hostdev>
+  </devices>
+</domain>
+""")
+    return path
+
+
+def test_vf_token_reference_on_the_real_kernel(cli: VfioctlCli, kernel: GuestKernel,
+                                               tmp_path: Path) -> None:
+    """``<vf-token/>`` for a real VF of the userspace PF: resolved from the store (the
+    domain XML holds no secret), checked before any change; QEMU 7.2 (no vf-token) is
+    refused before anything changes; a confidential guest is refused."""
+    if not numvfs(kernel):
+        assert cli("sriov", PF, "--numvfs", "2", "--yes").rc == 0
+    assert cli("token", "set", PF).rc == 0
+    shown = cli("token", "show", PF, "--reveal")
+    token = shown.stdout.strip()
+    assert shown.rc == 0 and len(token) == 36
+    before = {a: kernel.driver(a) for a in (PF, VF, VF2)}
+    ref = _vf_domain(tmp_path, "<vf-token/>")
+    valid = cli("validate", str(ref))
+    assert valid.rc == 0 and valid.stderr == "", valid.stderr
+    planned = cli("start", str(ref), "--dry-run", "--qemu-version", "8.1")
+    assert planned.rc == 0, planned.stderr
+    assert f'"host":"{VF}","vf-token":"<vf-token redacted>"' in planned.stdout
+    assert token not in planned.stdout + planned.stderr
+    probed = cli("start", str(ref), "--dry-run")        # the guest's QEMU 7.2, probed
+    assert probed.rc == 3 and "needs QEMU >= 8.1" in probed.stderr, probed.stderr
+    missing = cli("validate", str(_vf_domain(tmp_path, "")))
+    assert missing.rc == 3 and f"VF {VF} has no <vf-token>" in missing.stderr
+    wrong = cli("validate", str(_vf_domain(
+        tmp_path, "<vf-token uuid='00000000-1111-2222-3333-444444444444'/>")))
+    assert wrong.rc == 3 and "is not the token vfioctl holds" in wrong.stderr
+    secret = cli("validate", str(_vf_domain(tmp_path, "<vf-token/>",
+                                            "\n  <launchSecurity type='sev-snp'/>")))
+    assert secret.rc == 3 and "is a confidential guest" in secret.stderr
+    assert {a: kernel.driver(a) for a in (PF, VF, VF2)} == before, "nothing changed"
+    assert cli("status", "--json").json()["devices"][0]["address"] == PF
