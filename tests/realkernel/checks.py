@@ -3,6 +3,9 @@ and a snapshot read back against the live kernel it was taken from."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -128,3 +131,23 @@ def restore_boot_drivers(kernel: GuestKernel, addrs: tuple[str, ...]) -> None:
         kernel.clear_override(addr)
         kernel.unbind(addr)
         kernel.probe(addr)
+
+
+def forked_cli(argv: list[str], env: dict[str, str]) -> int:
+    """``vfioctl ARGV`` in a child forked from this process (a new interpreter costs 1-2
+    s under TCG), with ``env`` added; its exit status, negative for the signal that
+    killed it (the crash hooks SIGKILL it), as subprocess reports it."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 70
+        try:
+            os.environ.update(env)
+            from vfioctl.cli.main import main
+
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                code = main(argv)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

@@ -27,8 +27,6 @@ Starts from: the boot drivers, vfio-pci loaded. Leaves: the boot drivers, nothin
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -42,6 +40,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import topology
+from .checks import forked_cli
 from .differential import Differential
 from .guest_kernel import GuestKernel
 from .vfioctl_cli import CliResult, VfioctlCli
@@ -146,26 +145,7 @@ class Crasher:
                                   env={**os.environ, **env}, capture_output=True,
                                   text=True, check=False, timeout=120)
             return proc.returncode
-        return _forked_cli(["--host", "linux", *case.op], env)
-
-
-def _forked_cli(argv: list[str], env: dict[str, str]) -> int:
-    """``vfioctl ARGV`` in a child process forked from this one; its exit status
-    (negative: the signal that killed it), as subprocess reports it."""
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 70
-        try:
-            os.environ.update(env)
-            from vfioctl.cli.main import main
-
-            with contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
-                code = main(argv)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+        return forked_cli(["--host", "linux", *case.op], env)
 
 
 @pytest.fixture(scope="module")

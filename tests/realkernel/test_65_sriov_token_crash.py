@@ -24,8 +24,6 @@ Starts from: the boot drivers, vfio-pci loaded, enable_sriov N. Leaves: the same
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from . import topology
+from .checks import forked_cli
 from .guest_kernel import PCI_DEVICES, GuestKernel
 from .vfioctl_cli import VfioctlCli
 
@@ -48,25 +47,6 @@ CRASH_AFTER = "VFIOCTL_TEST_CRASH_AFTER"
 TOK = "11111111-2222-3333-4444-555555555555"
 TOK2 = "66666666-7777-8888-9999-000000000000"
 MAX_POINTS = 40  # a bound on the loop: every op here has far fewer calls
-
-
-def forked_cli(argv: list[str], env: dict[str, str]) -> int:
-    """``vfioctl ARGV`` in a child forked from this process (a new interpreter costs 1-2
-    s under TCG); its exit status, negative for the signal that killed it."""
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            os.environ.update(env)
-            from vfioctl.cli.main import main
-
-            with contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
-                code = main(argv)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.fixture(scope="module")
