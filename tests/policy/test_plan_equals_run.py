@@ -116,3 +116,16 @@ def test_token_set_dry_run_json_is_the_run_json(ws: Path, tmp_path: Path) -> Non
     assert digest(host) == before
     assert not (host.with_name("q35.toml.state") / "vf-tokens").exists() or not any(
         (host.with_name("q35.toml.state") / "vf-tokens").iterdir())
+
+
+def test_executing_a_token_plan_sets_the_planned_token(tmp_path: Path) -> None:
+    import vfioctl
+
+    spec = vfioctl.copy_simulated_host("q35-vmtest", tmp_path / "q.toml")
+    with vfioctl.open(spec) as host:
+        host.detach(["0000:01:00.0"])
+        plan = host.plan_token_set("0000:01:00.0")
+        assert plan.stage is not None
+        done = host.execute(plan)
+        assert done.plan is not None and done.plan.stage is not None
+        assert host.get_token("0000:01:00.0") == plan.stage.token

@@ -15,6 +15,7 @@ no I/O.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,9 @@ class HostdevManager:
             if now_plan.to_json() != plan.to_json():
                 raise OperationInvalid("the host changed since the plan was made",
                                        hint="plan again and check the new plan")
+            if plan.stage is not None and now_plan.stage is not None:
+                # the token the caller was planned with (planning again drew a new one)
+                now_plan.stage = dataclasses.replace(now_plan.stage, token=plan.stage.token)
             now_plan.check()
             execute(self.host, w, self._tokens(), now_plan)
             return Report(tuple(now_plan.actions), tuple(recovered), now_plan)
