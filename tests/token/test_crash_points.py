@@ -117,6 +117,12 @@ CASES = [
          lambda m: m.forget_token(Q35_PF), (Q35_PF,), Q35_PF),
     Case("detach-pair", "q35-vmtest", lambda m: None,
          lambda m: m.detach([Q35_PLAIN]), (Q35_PLAIN,), Q35_PF),
+    Case("reattach", "q35-vmtest", lambda m: m.detach([Q35_PLAIN]),
+         lambda m: m.reattach([Q35_PLAIN]), (Q35_PLAIN,), Q35_PF),
+    Case("prepare", "q35-vmtest", lambda m: None,
+         lambda m: m.prepare("vm1", [Q35_PLAIN]), (Q35_PLAIN,), Q35_PF),
+    Case("release", "q35-vmtest", lambda m: m.prepare("vm1", [Q35_PLAIN]),
+         lambda m: m.release("vm1"), (Q35_PLAIN,), Q35_PF),
 ]
 
 
