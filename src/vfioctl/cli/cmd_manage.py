@@ -1,15 +1,25 @@
 """CLI host-changing commands: detach, reattach, status (each one manager call).
 
+Devices are named by selectors (:mod:`vfioctl.select`: addresses, globs, ids, class
+names, interfaces, disks), resolved to addresses before the manager sees them.
+
 Like every command, each first lets the manager recover an unfinished journal left by a
 vfioctl that died (cli.main prints one ``vfioctl: recovered …`` line per device to
 stderr); then it runs the operation and prints one line per device saying exactly what
 happened. ``--dry-run`` prints the manager's plan instead — the same lines (or the same
 refusal, with the same exit code) that the run would give — and changes nothing.
+
+``detach --force`` on devices the host uses (its network, disks, console) has a human
+in the loop: it first says on stderr what it is taking, one line per device and use,
+then asks on a terminal (default no); without a terminal it needs ``--yes``. A dry run
+never asks; it refuses without ``--yes`` where the run would, so that it stays what the
+run does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -18,7 +28,9 @@ from vfioctl.cli.main import Context
 from vfioctl.cli.render import dash, print_json, print_table
 
 if TYPE_CHECKING:
+    from vfioctl.address import PciAddress
     from vfioctl.manager import HostdevManager, Plan, Report
+    from vfioctl.pci.usage import HostUse
 
 dry_run_option = click.option(
     "--dry-run", is_flag=True,
@@ -50,6 +62,13 @@ def show_outcome(ctx: Context, plan: Plan, report: Report | None, as_json: bool)
         click.echo(line)
 
 
+def selected(ctx: Context, selectors: Sequence[str]) -> list[PciAddress]:
+    """The addresses the selectors name on this host (vfioctl.select)."""
+    from vfioctl.select import resolve
+
+    return resolve(ctx.host, selectors)
+
+
 def run_or_plan(ctx: Context, dry_run: bool, as_json: bool, plan_fn: Callable[[], Plan],
                 run_fn: Callable[[], Report]) -> None:
     """``--dry-run``: the plan; otherwise the run, printed from the plan it executed."""
@@ -61,8 +80,65 @@ def run_or_plan(ctx: Context, dry_run: bool, as_json: bool, plan_fn: Callable[[]
     show_outcome(ctx, report.plan, report, as_json)
 
 
+def _interactive() -> bool:
+    """A person can answer: stdin and stderr (where the question goes) are terminals."""
+    try:
+        return sys.stdin.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):  # closed or replaced streams
+        return False
+
+
+def _taken_from_host(mgr: HostdevManager, plan: Plan) -> list[tuple[PciAddress, HostUse]]:
+    """What the plan takes that the host uses: (device, use), in the plan's order."""
+    from vfioctl.pci.device import PciDevice
+    from vfioctl.pci.usage import find_host_uses
+
+    moving = list(dict.fromkeys(step.addr for step in plan.steps))
+    return [(addr, use) for addr in moving
+            for use in find_host_uses(PciDevice(mgr.host, addr))]
+
+
+def confirm_force(mgr: HostdevManager, plan: Plan, *, yes: bool, dry_run: bool) -> None:
+    """The human in the loop of ``detach --force``: say what is taken from the host and
+    have it confirmed (a terminal's y, or ``--yes``) before anything changes.
+
+    Raises:
+        UsageError: no terminal to ask on and no ``--yes`` (a dry run too: it shows
+            what the run would do, and the run would stop here).
+        OperationInvalid: the person answered no (nothing changed).
+    """
+    from vfioctl.errors import OperationInvalid, UsageError
+
+    if not plan.ok:
+        return  # refused anyway: the run says why, taking nothing
+    taken = _taken_from_host(mgr, plan)
+    if not taken:
+        return
+    devices = list(dict.fromkeys(addr for addr, _ in taken))
+    if not yes and not _interactive():
+        them = "it" if len(devices) == 1 else "them"
+        raise UsageError(
+            f"--force would take {_count(devices)} the host uses "
+            f"({', '.join(str(a) for a in devices)}) and there is no terminal to "
+            f"confirm on", hint=f"pass --yes to take {them} anyway")
+    verb = "would take" if dry_run else "taking"
+    for addr, use in taken:
+        click.echo(f"vfioctl: --force: {verb} {addr} from the host: {use.detail}",
+                   err=True)
+    if yes or dry_run:
+        return
+    if not click.confirm(f"Detach {_count(devices)} the host uses?", default=False,
+                         err=True):
+        raise OperationInvalid("not confirmed: nothing was detached",
+                               hint="answer y to take them, or pass --yes")
+
+
+def _count(devices: Sequence[object]) -> str:
+    return "1 device" if len(devices) == 1 else f"{len(devices)} devices"
+
+
 @click.command("detach")
-@click.argument("addresses", nargs=-1, required=True, metavar="ADDR...")
+@click.argument("selectors", nargs=-1, required=True, metavar="SELECTOR...")
 @click.option("--group", is_flag=True,
               help="Also detach every other member of the devices' IOMMU groups "
               "(pcieport and pci-stub members are left alone).")
@@ -72,21 +148,33 @@ def run_or_plan(ctx: Context, dry_run: bool, as_json: bool, plan_fn: Callable[[]
               "member nobody means to use.")
 @click.option("--force", is_flag=True,
               help="Detach even devices the host is using (an up interface with routes "
-              "or addresses, a mounted disk, the boot GPU).")
+              "or addresses, a mounted disk, the boot GPU): says what it takes and asks "
+              "first.")
+@click.option("--yes", is_flag=True,
+              help="With --force: take devices the host uses without asking (needed "
+              "where there is no terminal to ask on).")
 @click.option("--owner", metavar="NAME", default=None,
               help="Hold the devices for NAME (a guest); no other owner can take them.")
 @dry_run_option
 @json_option
 @click.pass_obj
-def detach_cmd(ctx: Context, addresses: tuple[str, ...], group: bool, driver: str,
-               force: bool, owner: str | None, dry_run: bool, as_json: bool) -> None:
+def detach_cmd(ctx: Context, selectors: tuple[str, ...], group: bool, driver: str,
+               force: bool, yes: bool, owner: str | None, dry_run: bool,
+               as_json: bool) -> None:
     """Detach PCI devices from their host drivers onto vfio-pci (or pci-stub).
+
+    SELECTOR is an address (0000:01:00.0, 01:00.0, a glob such as '01:00.*'), a
+    vendor:device id (10de:2504, '10de:*'), a class (gpu, audio, network, nvme,
+    storage, usb, ...), an interface (enp4s0) or a block device (sda, /dev/nvme0n1).
 
     A device that shares its IOMMU group with devices the host uses is refused unless
     --group is given. The original driver is remembered for 'vfioctl reattach'.
     """
+    args = selected(ctx, selectors)
     mgr = manager(ctx)
-    args = list(addresses)
+    if force:
+        confirm_force(mgr, mgr.plan_detach(args, group=group, driver=driver, force=True,
+                                           owner=owner), yes=yes, dry_run=dry_run)
     run_or_plan(ctx, dry_run, as_json,
                 lambda: mgr.plan_detach(args, group=group, driver=driver, force=force,
                                         owner=owner),
@@ -95,7 +183,7 @@ def detach_cmd(ctx: Context, addresses: tuple[str, ...], group: bool, driver: st
 
 
 @click.command("reattach")
-@click.argument("addresses", nargs=-1, required=True, metavar="ADDR...")
+@click.argument("selectors", nargs=-1, required=True, metavar="SELECTOR...")
 @click.option("--group", is_flag=True,
               help="Also give back every member of the groups that vfioctl holds.")
 @click.option("--owner", metavar="NAME", default=None,
@@ -103,15 +191,16 @@ def detach_cmd(ctx: Context, addresses: tuple[str, ...], group: bool, driver: st
 @dry_run_option
 @json_option
 @click.pass_obj
-def reattach_cmd(ctx: Context, addresses: tuple[str, ...], group: bool,
+def reattach_cmd(ctx: Context, selectors: tuple[str, ...], group: bool,
                  owner: str | None, dry_run: bool, as_json: bool) -> None:
     """Give PCI devices back to the host, each to the driver it had before detach.
 
-    driver_override is cleared. A device vfioctl did not detach is reprobed instead
-    (the kernel picks its driver), and the output says so.
+    SELECTOR names devices as for 'vfioctl detach' (address, glob, id, class,
+    interface, block device). driver_override is cleared. A device vfioctl did not
+    detach is reprobed instead (the kernel picks its driver), and the output says so.
     """
+    args = selected(ctx, selectors)
     mgr = manager(ctx)
-    args = list(addresses)
     run_or_plan(ctx, dry_run, as_json,
                 lambda: mgr.plan_reattach(args, group=group, owner=owner),
                 lambda: mgr.reattach(args, group=group, owner=owner))

@@ -9,6 +9,7 @@ from vfioctl.cli.cmd_manage import dry_run_option, manager, show_outcome
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import dash, print_json, print_table
 from vfioctl.pci.sriov import ENABLE_SRIOV_NOTICE, SriovInfo
+from vfioctl.select import resolve_one
 
 
 def _print_info(info: SriovInfo) -> None:
@@ -26,7 +27,7 @@ def _print_info(info: SriovInfo) -> None:
 
 
 @click.command("sriov", epilog=ENABLE_SRIOV_NOTICE)
-@click.argument("address", metavar="PF")
+@click.argument("selector", metavar="PF")
 @click.option("--numvfs", type=click.IntRange(min=0), default=None, metavar="N",
               help="Set the number of VFs (0 removes them; the kernel changes the count "
               "only from or to 0).")
@@ -36,19 +37,23 @@ def _print_info(info: SriovInfo) -> None:
 @dry_run_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document.")
 @click.pass_obj
-def sriov_cmd(ctx: Context, address: str, numvfs: int | None, yes: bool, dry_run: bool,
+def sriov_cmd(ctx: Context, selector: str, numvfs: int | None, yes: bool, dry_run: bool,
               as_json: bool) -> None:
     """Show a PF's VFs (addresses, IOMMU groups, drivers), or change how many it has.
+
+    PF is one device, named as for 'vfioctl detach' (an address, an interface such as
+    enp3s0f0, an id or a class that matches only it).
 
     Changes are journaled like detach and reattach, and refused while vfioctl holds a
     VF or a VFIO user has one open.
     """
     from vfioctl.pci.sriov import EnableSriovRequired
 
+    if numvfs is None and dry_run:
+        raise click.UsageError("--dry-run needs --numvfs N")
+    address = resolve_one(ctx.host, selector)
     mgr = manager(ctx)
     if numvfs is None:
-        if dry_run:
-            raise click.UsageError("--dry-run needs --numvfs N")
         info = mgr.sriov(address)
         if as_json:
             print_json(info.to_json())

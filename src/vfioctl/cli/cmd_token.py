@@ -17,6 +17,7 @@ from vfioctl.cli.main import Context
 from vfioctl.cli.render import print_json
 from vfioctl.errors import HostError, UsageError
 from vfioctl.secret import REDACTED, VfToken
+from vfioctl.select import resolve_one
 
 _ARGV_WARNING = ("vfioctl: warning: a VF token given with --uuid is on the command line: "
                  "shell history and 'ps' can show it; prefer --uuid-file FILE or "
@@ -29,7 +30,8 @@ def token_cmd() -> None:
 
     VFs of such a PF open only for whoever presents the PF's token. vfioctl sets it,
     keeps it in its state directory (0600) and never prints it unless asked to with
-    'token show --reveal'.
+    'token show --reveal'. PF and VF each name one device, as for 'vfioctl detach'
+    (an address, an interface, an id or a class that matches only it).
     """
 
 
@@ -87,11 +89,12 @@ def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str |
         token = VfToken.parse(uuid_text)
     elif uuid_file is not None:
         token = _read_token_file(uuid_file)
+    addr = resolve_one(ctx.host, pf)
     mgr = manager(ctx)
     if dry_run:
-        show_outcome(ctx, mgr.plan_token_set(pf, token, force=force), None, as_json)
+        show_outcome(ctx, mgr.plan_token_set(addr, token, force=force), None, as_json)
         return
-    done = mgr.set_token(pf, token, force=force)
+    done = mgr.set_token(addr, token, force=force)
     for rec in done.report.recovered:
         click.echo(f"vfioctl: {rec.describe()}", err=True)
     stored, path = done.stored, done.file
@@ -114,7 +117,7 @@ def token_set_cmd(ctx: Context, pf: str, uuid_file: str | None, uuid_text: str |
 @click.pass_obj
 def token_show_cmd(ctx: Context, pf: str, reveal: bool, as_json: bool) -> None:
     """Show whether vfioctl has PF's VF token and whether it is still current."""
-    status = manager(ctx).token_status(pf)
+    status = manager(ctx).token_status(resolve_one(ctx.host, pf))
     if as_json:
         print_json(status.to_json(reveal=reveal))
         return
@@ -139,7 +142,7 @@ def token_show_cmd(ctx: Context, pf: str, reveal: bool, as_json: bool) -> None:
 @click.pass_obj
 def token_check_cmd(ctx: Context, vf: str, no_token: bool, as_json: bool) -> None:
     """Open VF through VFIO with its PF's stored token, read its info, close it."""
-    result = manager(ctx).check_vf(vf, use_token=not no_token)
+    result = manager(ctx).check_vf(resolve_one(ctx.host, vf), use_token=not no_token)
     if as_json:
         print_json(result.to_json())
         return
@@ -155,5 +158,6 @@ def token_check_cmd(ctx: Context, vf: str, no_token: bool, as_json: bool) -> Non
 @click.pass_obj
 def token_forget_cmd(ctx: Context, pf: str) -> None:
     """Delete vfioctl's copy of PF's token (the kernel keeps its token)."""
-    gone = manager(ctx).forget_token(pf)
-    click.echo(f"PF {pf}: " + ("stored VF token deleted" if gone else "no VF token stored"))
+    addr = resolve_one(ctx.host, pf)
+    gone = manager(ctx).forget_token(addr)
+    click.echo(f"PF {addr}: " + ("stored VF token deleted" if gone else "no VF token stored"))
