@@ -19,24 +19,82 @@ import click
 
 # name -> ("module:attribute", one-line summary shown by --help without importing)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("vfioctl.cli.cmd_read:list_cmd", "List PCI functions with driver, group, SR-IOV"),
-    "groups": ("vfioctl.cli.cmd_read:groups_cmd", "Show IOMMU groups and their viability"),
-    "show": ("vfioctl.cli.cmd_read:show_cmd", "Everything known about one PCI function"),
-    "explain": ("vfioctl.cli.cmd_read:explain_cmd", "Why a device's IOMMU group is what it is"),
-    "doctor": ("vfioctl.cli.cmd_doctor:doctor_cmd", "Check whether this host is ready for VFIO"),
-    "snapshot": ("vfioctl.cli.cmd_snapshot:snapshot_cmd", "Capture the host's PCI/IOMMU sysfs"),
-    "sim": ("vfioctl.cli.cmd_sim:sim_cmd", "Bundled simulated hosts (list, copy)"),
-    "detach": ("vfioctl.cli.cmd_manage:detach_cmd", "Detach devices onto vfio-pci"),
-    "reattach": ("vfioctl.cli.cmd_manage:reattach_cmd", "Give devices back to their drivers"),
-    "status": ("vfioctl.cli.cmd_manage:status_cmd", "What vfioctl holds, and for whom"),
-    "validate": ("vfioctl.cli.cmd_xml:validate_cmd", "Check a domain XML's PCI hostdevs"),
-    "xml2xml": ("vfioctl.cli.cmd_xml:xml2xml_cmd", "Domain XML with hostdevs in canonical form"),
-    "xml2argv": ("vfioctl.cli.cmd_xml:xml2argv_cmd", "QEMU -device arguments for PCI hostdevs"),
-    "qemu-caps": ("vfioctl.cli.cmd_xml:qemu_caps_cmd", "Probe a QEMU binary's vfio-pci support"),
-    "sriov": ("vfioctl.cli.cmd_sriov:sriov_cmd", "Show or change a PF's VFs (SR-IOV)"),
-    "token": ("vfioctl.cli.cmd_token:token_cmd", "VF token of a userspace PF: set, show, check"),
-    "start": ("vfioctl.cli.cmd_start:start_cmd", "Start a domain's QEMU with its PCI hostdevs"),
-    "release": ("vfioctl.cli.cmd_start:release_cmd", "Give back the devices a domain held"),
+    "list": (
+        "vfioctl.cli.cmd_read:list_cmd",
+        "List PCI functions: ids, class, driver, IOMMU group, SR-IOV links.",
+    ),
+    "groups": (
+        "vfioctl.cli.cmd_read:groups_cmd",
+        "Show IOMMU groups, their members, and whether VFIO can use each group.",
+    ),
+    "show": (
+        "vfioctl.cli.cmd_read:show_cmd",
+        "Everything known about one PCI function: ids, driver, group, path, capabilities.",
+    ),
+    "explain": (
+        "vfioctl.cli.cmd_read:explain_cmd",
+        "Explain why a device's IOMMU group is what it is (ACS along its PCI path).",
+    ),
+    "doctor": (
+        "vfioctl.cli.cmd_doctor:doctor_cmd",
+        "Check whether this host is ready for VFIO: IOMMU, interrupt remapping, modules, "
+        "/dev/vfio, IOMMU groups.",
+    ),
+    "snapshot": (
+        "vfioctl.cli.cmd_snapshot:snapshot_cmd",
+        "Capture this host's PCI and IOMMU sysfs into DIRECTORY (read-only on the host).",
+    ),
+    "sim": ("vfioctl.cli.cmd_sim:sim_cmd", "Simulated hosts: try vfioctl without VFIO hardware."),
+    "detach": (
+        "vfioctl.cli.cmd_manage:detach_cmd",
+        "Detach PCI devices from their host drivers onto vfio-pci (or pci-stub).",
+    ),
+    "reattach": (
+        "vfioctl.cli.cmd_manage:reattach_cmd",
+        "Give PCI devices back to the host, each to the driver it had before detach.",
+    ),
+    "status": (
+        "vfioctl.cli.cmd_manage:status_cmd",
+        "Show what vfioctl holds on this host, for whom, and each device's original driver.",
+    ),
+    "validate": (
+        "vfioctl.cli.cmd_xml:validate_cmd",
+        "Check a libvirt domain XML's PCI hostdevs: schema, duplicates, and (with --host) whether "
+        "each <vf-token> can work on that host.",
+    ),
+    "xml2xml": (
+        "vfioctl.cli.cmd_xml:xml2xml_cmd",
+        "Print the domain XML with its PCI hostdevs in libvirt's canonical form; everything else "
+        "is copied verbatim.",
+    ),
+    "xml2argv": (
+        "vfioctl.cli.cmd_xml:xml2argv_cmd",
+        "Print the QEMU arguments for the domain's PCI hostdevs, one per line, as libvirt 9.0 "
+        "writes them (JSON -device).",
+    ),
+    "qemu-caps": (
+        "vfioctl.cli.cmd_xml:qemu_caps_cmd",
+        "Probe a QEMU binary: its version and the properties of its vfio-pci device.",
+    ),
+    "sriov": (
+        "vfioctl.cli.cmd_sriov:sriov_cmd",
+        "Show a PF's VFs (addresses, IOMMU groups, drivers), or change how many it has.",
+    ),
+    "token": (
+        "vfioctl.cli.cmd_token:token_cmd",
+        "The VF token of an SR-IOV PF driven from userspace (bound to vfio-pci).",
+    ),
+    "start": (
+        "vfioctl.cli.cmd_start:start_cmd",
+        "Start a domain's QEMU with its PCI hostdevs: take the devices for the domain's <name>, "
+        "run QEMU paused with a QMP socket, add VF-token devices over QMP (never on the command "
+        "line), then continue.",
+    ),
+    "release": (
+        "vfioctl.cli.cmd_start:release_cmd",
+        "Give back the devices 'vfioctl start' took for a domain: managed ones return to their "
+        "original drivers, unmanaged ones stay on vfio-pci.",
+    ),
 }
 
 
@@ -56,6 +114,11 @@ class LazyGroup(click.Group):
             from vfioctl.errors import InternalError
 
             raise InternalError(f"{entry[0]} is not a click command")
+        if ctx.resilient_parsing and os.environ.get("_VFIOCTL_COMPLETE"):
+            # a shell asks for completions: device and host arguments learn theirs
+            from vfioctl.cli.completion import attach
+
+            attach(cmd, f"{ctx.command_path} {cmd_name}")
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -63,6 +126,13 @@ class LazyGroup(click.Group):
         rows = [(name, summary) for name, (_, summary) in sorted(COMMANDS.items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _complete_host(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """``--host`` completion, imported only when a shell asks (``_VFIOCTL_COMPLETE``)."""
+    from vfioctl.cli.completion import complete_host
+
+    return list(complete_host(ctx, param, incomplete))
 
 
 class Context:
@@ -142,6 +212,7 @@ def _error_line(message: str, hint: str | None) -> str:
     "host_spec",
     metavar="SPEC",
     envvar="VFIOCTL_HOST",
+    shell_complete=_complete_host,
     help="linux (default: this kernel), linux:DIR (a snapshot, read-only), "
     "sim:NAME|FILE (a simulated host). Also VFIOCTL_HOST.",
 )
