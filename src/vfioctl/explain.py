@@ -12,6 +12,7 @@ reads the same facts from config space and states them in words, so that users s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vfioctl.address import PciAddress
 from vfioctl.host.base import Host
@@ -30,6 +31,18 @@ class Explanation:
     path: list[str] = field(default_factory=list)
     #: who the device's trust rests on, when a PF is driven from userspace
     trust: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document of ``explain ADDR --json`` (README "JSON output"): the same
+        facts as the text, the sentences as the text prints them."""
+        return {
+            "address": str(self.addr),
+            "group": self.group,
+            "peers": [{"address": str(a), "driver": d} for a, d in self.peers],
+            "path": list(self.path),
+            "reasons": list(self.reasons),
+            "trust": list(self.trust),
+        }
 
 
 def userspace_pf_lines(host: Host, dev: PciDevice) -> list[str]:
@@ -51,7 +64,9 @@ def userspace_pf_lines(host: Host, dev: PciDevice) -> list[str]:
             "only with the PF's VF token"]
 
 
-def _acs_words(dev: PciDevice) -> tuple[bool | None, str]:
+def acs_words(dev: PciDevice) -> tuple[bool | None, str]:
+    """Whether ``dev``'s ACS isolates what is below it (None: no ACS capability), and
+    that in words (``ACS present but RR/CR not enabled``)."""
     acs = dev.config.acs
     if acs is None:
         return None, "no ACS capability"
@@ -59,6 +74,20 @@ def _acs_words(dev: PciDevice) -> tuple[bool | None, str]:
     if missing:
         return False, f"ACS present but {'/'.join(missing)} not enabled"
     return True, "ACS " + " ".join(sorted(acs.control & set(ACS_REQUIRED)) or ["(n/a)"])
+
+
+def acs_break(dev: PciDevice, kind: str | None) -> str | None:
+    """Why the bridge ``dev`` (of PCIe port type ``kind``; None: conventional PCI)
+    costs the devices below it their isolation, or None when it does not: the two
+    rules :func:`explain_device` states for a path (a PCIe-to-PCI bridge shares its
+    requester id; a root or downstream port without ACS does not isolate)."""
+    if kind == "pcie_to_pci_bridge":
+        return "PCIe-to-PCI bridge: the devices behind it share its requester id"
+    if kind in ("root_port", "downstream_port"):
+        ok, words = acs_words(dev)
+        if ok is not True:
+            return f"{kind.replace('_', ' ')} with {words}"
+    return None
 
 
 def explain_device(host: Host, addr: PciAddress | str) -> Explanation:
@@ -79,7 +108,7 @@ def explain_device(host: Host, addr: PciAddress | str) -> Explanation:
     # The path, described bridge by bridge (root first).
     for bridge_addr in dev.path_to_root:
         bridge = PciDevice(host, bridge_addr)
-        ok, words = _acs_words(bridge)
+        ok, words = acs_words(bridge)
         kind = bridge.config.pcie_port_type or "conventional PCI bridge"
         ex.path.append(f"{bridge_addr} {kind}: {words}")
         if kind == "pcie_to_pci_bridge":
@@ -95,7 +124,7 @@ def explain_device(host: Host, addr: PciAddress | str) -> Explanation:
     cfg = dev.config
     same_slot = [a for a, _ in ex.peers if a.slot_name == dev.addr.slot_name]
     if same_slot:
-        ok, words = _acs_words(dev)
+        ok, words = acs_words(dev)
         if ok is not True:
             ex.reasons.append(
                 f"{dev.addr} is a function of a multifunction device with {words}: its "

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vfioctl.cli.cmd_read:explain_cmd",
         "Explain why a device's IOMMU group is what it is (ACS along its PCI path).",
     ),
+    "tree": (
+        "vfioctl.cli.cmd_tree:tree_cmd",
+        "The PCI topology as a tree, with each function's IOMMU group and ACS breaks.",
+    ),
     "doctor": (
         "vfioctl.cli.cmd_doctor:doctor_cmd",
         "Check whether this host is ready for VFIO: IOMMU, interrupt remapping, modules, "

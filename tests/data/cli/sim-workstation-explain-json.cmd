@@ -1,0 +1,1 @@
+--host sim:workstation explain nvme0n1 --json

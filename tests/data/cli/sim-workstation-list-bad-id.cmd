@@ -1,0 +1,1 @@
+--host sim:workstation list --id 10de:2504x

@@ -1,0 +1,1 @@
+--host sim:workstation list --class audio --driver snd_hda_intel

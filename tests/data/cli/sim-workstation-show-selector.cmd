@@ -1,0 +1,1 @@
+--host sim:workstation show 10de:228e
