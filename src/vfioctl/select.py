@@ -12,12 +12,15 @@ form                   matches
 ``0000:01:00.0``       that function (``01:00.0`` and ``pci_0000_01_00_0`` too;
                        a short address is in domain 0000)
 ``0000:01:00.*``       every function whose canonical address matches the glob
-                       (:mod:`fnmatch`; a glob with one colon, such as
-                       ``01:00.*``, is in domain 0000 unless it starts with ``*``,
-                       so ``*:00.0`` is function 0 of slot 0 on every bus)
+                       (:mod:`fnmatch`); a glob with fewer than two colons also
+                       matches a domain-0000 address without its domain, so
+                       ``01:00.*`` is bus 01 slot 00, and ``*:00.0`` (the ``*``
+                       spans domain and bus) function 0 of slot 0 on every bus
 ``10de:2504``          every function with that vendor and device id
                        (``10de:*`` every function of vendor 10de; from the
-                       ``vendor``/``device`` sysfs files, as ``lspci -d`` does)
+                       ``vendor``/``device`` sysfs files, as ``lspci -d`` does;
+                       one colon and no dot is this form, so ``0000:*`` is vendor
+                       0000, not domain 0000)
 ``gpu``                every function of a class in :data:`CLASS_NAMES`
 ``enp4s0``             the function the interface belongs to
                        (``devices/ADDR/net/IFNAME``, or ``ADDR/virtioN/net/IFNAME``
@@ -188,9 +191,9 @@ class _Resolver:
             return self._ids(selector, pattern)
         if not _ADDRESS_GLOB.match(pattern):
             raise _unknown_form(selector)
-        if pattern.count(":") == 1 and not pattern.startswith("*"):
-            pattern = "0000:" + pattern
-        found = [a for a in self.addresses if fnmatch.fnmatchcase(str(a), pattern)]
+        short = pattern.count(":") < 2  # may leave the domain out: 01:00.*
+        found = [a for a in self.addresses if fnmatch.fnmatchcase(str(a), pattern)
+                 or (short and a.domain == 0 and fnmatch.fnmatchcase(str(a)[5:], pattern))]
         if not found:
             raise SelectorNotFound(selector, f"the address pattern '{selector}'")
         return found
