@@ -169,6 +169,34 @@ class OtherDeviceDef:
     boot_order: int | None = None
     alias: str | None = None
     where: Location | None = field(default=None, compare=False)
+    #: the device element's own attributes, in document order (``vfioctl start`` tells
+    #: the devices QEMU has built in, e.g. ``<input type='mouse' bus='ps2'>``, from
+    #: those it would have to create)
+    attrs: tuple[tuple[str, str], ...] = ()
+
+    def attr(self, name: str) -> str | None:
+        return dict(self.attrs).get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class ElementDef:
+    """An element of ``<domain>`` outside ``<devices>``, as written: its name
+    (``prefix:name`` in a namespace), attributes, stripped text and child elements.
+
+    vfioctl reads a few of these into typed fields (``<memory>``, ``<vcpu>``, the
+    machine); the mirror exists so that ``vfioctl start`` can refuse what it does not
+    translate (``<cpu>``, ``<os firmware='efi'>``, ``<clock>`` timers …) by name and
+    line, without keeping the XML tree.
+    """
+
+    tag: str
+    attrs: tuple[tuple[str, str], ...] = ()
+    text: str = ""
+    children: tuple[ElementDef, ...] = ()
+    where: Location | None = field(default=None, compare=False)
+
+    def attr(self, name: str) -> str | None:
+        return dict(self.attrs).get(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +205,8 @@ class DomainDef:
 
     ``domain_type`` is ``<domain type>``; ``memory`` is None without a ``<memory>`` (or
     with an empty one); ``vcpus`` is ``<vcpu>``, 1 when absent as in libvirt;
-    ``launch_security`` is ``<launchSecurity type>`` (a confidential guest) or None.
+    ``launch_security`` is ``<launchSecurity type>`` (a confidential guest) or None;
+    ``elements`` mirrors every child of ``<domain>`` but ``<devices>``, in order.
     """
 
     name: str | None
@@ -193,6 +222,7 @@ class DomainDef:
     controllers: tuple[PciControllerDef, ...] = ()
     others: tuple[OtherDeviceDef, ...] = ()
     launch_security: str | None = None
+    elements: tuple[ElementDef, ...] = ()
 
     @property
     def confidential(self) -> bool:

@@ -29,6 +29,7 @@ from vfioctl.conf.hostdev import (
     FROM_STORE,
     LAUNCH_SECURITY_TYPES,
     DomainDef,
+    ElementDef,
     GuestPciAddress,
     HostdevDef,
     Location,
@@ -260,9 +261,21 @@ class _Parser:
             controllers=tuple(controllers),
             others=tuple(others),
             launch_security=launch_security,
+            elements=tuple(self.element(c) for c in root
+                           if isinstance(c.tag, str) and c.tag != "devices"),
         )
         return DomainDocument(domain=domain, tree=root.getroottree(),
                               hostdev_elements=tuple(elements), text=text)
+
+    def element(self, el: Any) -> ElementDef:
+        """A plain mirror of ``el`` (see :class:`ElementDef`); comments are skipped."""
+        return ElementDef(
+            tag=_qualified(el),
+            attrs=tuple((_qualified_name(el, k), str(v)) for k, v in el.attrib.items()),
+            text=(el.text or "").strip(),
+            children=tuple(self.element(c) for c in el if isinstance(c.tag, str)),
+            where=self.loc(el),
+        )
 
     def launch_security(self, el: Any) -> str | None:
         """``<launchSecurity type='…'>``: a confidential guest (libvirt's types: sev,
@@ -411,6 +424,7 @@ class _Parser:
             boot_order=self.boot_order(boot) if boot is not None else None,
             alias=_alias_of(el),
             where=self.loc(el),
+            attrs=tuple((_qualified_name(el, k), str(v)) for k, v in el.attrib.items()),
         )
 
     # -- hostdev --------------------------------------------------------------------
@@ -637,6 +651,19 @@ def schema_path() -> Path:
 def _tag(el: Any) -> str:
     tag = el.tag
     return tag if isinstance(tag, str) else "?"
+
+
+def _qualified(el: Any) -> str:
+    """An element's name as written: ``prefix:local`` in a namespace, else ``local``."""
+    return _qualified_name(el, _tag(el))
+
+
+def _qualified_name(el: Any, name: str) -> str:
+    if not name.startswith("{"):
+        return name
+    ns, local = name[1:].split("}", 1)
+    prefix = next((p for p, uri in el.nsmap.items() if uri == ns and p), None)
+    return f"{prefix}:{local}" if prefix else local
 
 
 def _alias_of(el: Any) -> str | None:

@@ -9,9 +9,11 @@ check (``hostcheck``, the drivers of ``managed='no'`` devices) and writes nothin
 
 What is translated from the domain (nothing else is; see docs/hostdev-xml.md, "start"):
 ``<name>`` (``-name``), ``<domain type>`` (``-accel kvm|tcg``), ``<os><type machine>``
-(``-machine``), ``<memory>`` (``-m``), ``<vcpu>`` (``-smp``), the PCI controllers the
-hostdevs sit behind (``pci-bridge`` on pc, ``pcie-root-port`` on q35), and the PCI
-hostdevs themselves.
+(``-machine``), ``<memory>`` (``-m``), ``<vcpu>`` (``-smp``), the PCI controllers
+(``pci-bridge`` on pc, ``pcie-root-port`` on q35: every one declared, so that a port
+packed as function 4 of a slot comes with its function 0), and the PCI hostdevs
+themselves. Any other element that would change the guest is refused unless the caller
+says it passes it itself (:mod:`vfioctl.launch.untranslated`).
 
 Why some hostdevs move to QMP: QEMU only takes ``device_add`` on a hotpluggable bus,
 and a hot-added PCI function may not join a slot whose function 0 exists already. So
@@ -31,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from vfioctl.address import PciAddress
-from vfioctl.conf.hostdev import DomainDef, PciControllerDef
+from vfioctl.conf.hostdev import DomainDef, Location, PciControllerDef
 from vfioctl.conf.parse import DomainDocument
 from vfioctl.errors import ConfigError, UnsupportedConfig, UsageError
+from vfioctl.launch.untranslated import PCI_CONTROLLER_MODELS, Untranslated, check_translated
 from vfioctl.qemu.argv import build_hostdev_devices, format_props_json
 from vfioctl.qemu.caps import QemuCaps
 from vfioctl.qemu.placement import ROOT_BUS, place_hostdevs
@@ -195,19 +198,34 @@ def _opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
-def _controller_args(domain: DomainDef, buses: set[str]) -> list[str]:
-    """``-device`` for each declared PCI controller a hostdev sits behind, parents first."""
+def _controller_args(domain: DomainDef,
+                     hostdev_slots: dict[tuple[int, int, int], Location | None]) -> list[str]:
+    """``-device`` for every declared PCI controller start creates, parents first.
+
+    All of them, not only those a hostdev sits behind: in ``virsh dumpxml`` output the
+    root ports are packed as the functions of one slot, and the firmware scans a slot
+    only when its function 0 exists, so the port at ``0x2.0x4`` is reachable only with
+    the one at ``0x2.0x0`` (``multifunction=on``) beside it. Spare ports cost nothing
+    and keep the guest's topology the one the XML describes.
+
+    Raises:
+        UnsupportedConfig: a bus a hostdev needs without a controller start can create,
+            a controller without an ``<address>``, or a slot with a function but no
+            function 0 (the firmware would never see the devices in it).
+    """
     family = domain.machine_family
+    root = ROOT_BUS[family]
     by_bus: dict[str, PciControllerDef] = {}
     for ctl in domain.controllers:
         if ctl.index:  # absent or 0: the root bus, or one libvirt would number itself
             by_bus[ctl.bus_id] = ctl
-    wanted = [b for b in sorted(buses) if b != ROOT_BUS[family]]
     out: list[str] = []
     done: set[str] = set()
+    slots = set(hostdev_slots)
+    where = dict(hostdev_slots)
 
     def emit(bus_id: str, depth: int) -> None:
-        if bus_id in done or bus_id == ROOT_BUS[family]:
+        if bus_id in done or bus_id == root:
             return
         ctl = by_bus.get(bus_id)
         if ctl is None or depth > 8:
@@ -218,7 +236,7 @@ def _controller_args(domain: DomainDef, buses: set[str]) -> list[str]:
         if addr is None:
             raise UnsupportedConfig(f"{ctl.where}: the {model} controller needs an explicit "
                                     "<address type='pci' …/> for vfioctl start")
-        parent = ROOT_BUS[family] if addr.bus == 0 else _bus_of_index(by_bus, addr.bus)
+        parent = root if addr.bus == 0 else _bus_of_index(by_bus, addr.bus)
         emit(parent, depth + 1)
         index = ctl.index or 0
         props: Props
@@ -239,11 +257,37 @@ def _controller_args(domain: DomainDef, buses: set[str]) -> list[str]:
             props["multifunction"] = addr.multifunction
         props["addr"] = f"0x{addr.slot:x}" + (f".0x{addr.function:x}" if addr.function else "")
         out.extend(["-device", format_props_json(props)])
+        slots.add((addr.bus, addr.slot, addr.function))
+        where.setdefault((addr.bus, addr.slot, addr.function), ctl.where)
         done.add(bus_id)
 
-    for bus in wanted:
-        emit(bus, 0)
+    for ctl in sorted(by_bus.values(), key=lambda c: c.index or 0):  # libvirt's order
+        if ctl.model == PCI_CONTROLLER_MODELS.get(family):
+            emit(ctl.bus_id, 0)
+    for hd in domain.hostdevs:  # a bus a hostdev needs that start cannot create: refused
+        if hd.guest_address is not None and hd.guest_address.bus:
+            emit(_bus_of_index(by_bus, hd.guest_address.bus), 0)
+    _check_function_zero(domain, slots, where)
     return out
+
+
+def _check_function_zero(domain: DomainDef, slots: set[tuple[int, int, int]],
+                         where: dict[tuple[int, int, int], Location | None]) -> None:
+    """Refuse a guest slot that has functions but no function 0 anywhere in the domain."""
+    declared = set(slots)
+    for other in domain.others:
+        a = other.pci_address
+        if a is not None:
+            declared.add((a.bus, a.slot, a.function))
+    for bus, slot, function in sorted(slots):
+        if function and (bus, slot, 0) not in declared:
+            at = where.get((bus, slot, function)) or domain.file
+            raise UnsupportedConfig(
+                f"{at}: guest PCI slot {bus:02x}:{slot:02x} has function {function} "
+                "but no function 0, so the guest firmware never scans it and its devices "
+                "are missing in the guest",
+                hint=f"put a device or controller at {bus:02x}:{slot:02x}.0 with "
+                "multifunction='on', or move the function to .0")
 
 
 def _bus_of_index(by_bus: dict[str, PciControllerDef], index: int) -> str:
@@ -334,6 +378,13 @@ def build_devices(domain: DomainDef, caps: QemuCaps) -> list[QemuDevice]:
     return cold + hot
 
 
+def _hostdev_slots(domain: DomainDef) -> dict[tuple[int, int, int], Location | None]:
+    """(bus, slot, function) of every hostdev, as placed (assigned addresses included),
+    with the hostdev's line."""
+    return {(p.address.bus, p.address.slot, p.address.function): hd.where
+            for hd, p in zip(domain.hostdevs, place_hostdevs(domain), strict=True)}
+
+
 def _prepare_calls(domain: DomainDef) -> tuple[PrepareCall, ...]:
     groups: dict[tuple[bool, bool], list[PciAddress]] = {}
     for hd in domain.hostdevs:
@@ -347,11 +398,18 @@ def _prepare_calls(domain: DomainDef) -> tuple[PrepareCall, ...]:
 
 
 def plan_start(doc: DomainDocument, caps: QemuCaps, *, binary: str,
-               state_dir: Path | None, extra_args: Sequence[str] = ()) -> StartPlan:
+               state_dir: Path | None, extra_args: Sequence[str] = (),
+               untranslated: Untranslated = "refuse") -> StartPlan:
     """Work out the launch of ``doc``'s domain; reads and writes nothing.
 
+    ``untranslated='refuse'`` (the default) refuses a domain with an element start
+    does not translate (a disk, ``<cpu>``, UEFI firmware …: see
+    :mod:`vfioctl.launch.untranslated`), because the guest would silently lack it;
+    ``'ignore'`` is the user saying they give QEMU those things in ``extra_args``.
+
     Raises:
-        ConfigError: missing ``<name>``/``<memory>``, bad values.
+        ConfigError: missing ``<name>``/``<memory>``, bad values, an untranslated
+            element (with ``untranslated='refuse'``).
         UnsupportedConfig: a QEMU without what a hostdev needs (``vf-token`` < 8.1), a
             layout start cannot build (see :func:`build_devices`).
         UsageError: extra arguments that would break the launch or reveal a token.
@@ -360,6 +418,7 @@ def plan_start(doc: DomainDocument, caps: QemuCaps, *, binary: str,
     name = check_domain_name(domain)
     devices = build_devices(domain, caps)
     place_hostdevs(domain)  # machine/arch checks also when there are no hostdevs
+    check_translated(domain, untranslated)
     tokens = [hd.vf_token.reveal() for hd in domain.hostdevs
               if isinstance(hd.vf_token, VfToken)]
     for arg in extra_args:
@@ -383,8 +442,7 @@ def plan_start(doc: DomainDocument, caps: QemuCaps, *, binary: str,
     argv += ["-no-user-config", "-nodefaults", "-display", "none", "-S"]
     argv += ["-chardev", f"socket,id=qmp,path={_opt(str(socket_path))},server=on,wait=off",
              "-mon", "chardev=qmp,mode=control"]
-    buses = {str(d.props["bus"]) for d in devices}
-    argv += _controller_args(domain, buses)
+    argv += _controller_args(domain, _hostdev_slots(domain))
     for dev in devices:
         if not dev.hotplug:
             argv += ["-device", format_props_json(dev.props)]
@@ -404,6 +462,7 @@ __all__ = [
     "PrepareCall",
     "QemuDevice",
     "StartPlan",
+    "Untranslated",
     "build_devices",
     "format_pci_addr",
     "format_qmp",
