@@ -1,20 +1,32 @@
 """Analysis: is this host ready for VFIO? (read-only, like ``virt-host-validate``).
 
-Each check reads files through the Host seam and returns pass/warn/fail with a fix the
-user can apply. Nothing here changes the host.
+Each check reads files through the Host seam and returns pass/warn/fail (or info: a
+fact that needs no action) with a fix the user can apply. Nothing here changes the
+host; the one open it makes (``/dev/kvm``, on a host that allows opens) is closed at
+once. A file that is missing or unreadable makes a check say "unknown", never fail
+with a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from vfioctl.address import PciAddress
+from vfioctl.errors import ReadOnlyHost, UsageError
 from vfioctl.host.base import (
+    DEV,
+    DEV_IOMMU,
     DEV_VFIO,
+    DEV_VFIO_DEVICES,
     LIB_MODULES,
+    PCI_DEVICES,
+    PROC,
     PROC_CPUINFO,
+    PROC_MOUNTS,
     PROC_OSRELEASE,
     SYS_CLASS_IOMMU,
     SYS_MODULE,
@@ -23,9 +35,32 @@ from vfioctl.host.base import (
     SysPath,
 )
 from vfioctl.inventory import group_records
+from vfioctl.pci.device import PciDevice
 from vfioctl.pci.iommu import iommu_status, read_cmdline
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
+PASS, WARN, FAIL, INFO = "pass", "warn", "fail", "info"
+
+# Kernel files only doctor reads (docs/kernel.md says what each one means). They belong
+# with the others in vfioctl.host.base; spelled here until they move there.
+DEV_KVM = DEV / "kvm"
+PROC_SELF_LIMITS = PROC / "self" / "limits"
+PROC_SELF_STATUS = PROC / "self" / "status"
+PROC_MEMINFO = PROC / "meminfo"
+SYS_HUGEPAGES = PurePosixPath("sys/kernel/mm/hugepages")
+
+# VFIO type1 pins every page of guest RAM it maps (vfio_pin_pages_remote() counts them
+# against RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK): a limit below a small
+# guest's memory makes QEMU fail at start with "VFIO_MAP_DMA failed: Cannot allocate
+# memory".
+MEMLOCK_MIN = 1 << 30
+CAP_IPC_LOCK = 14                       # include/uapi/linux/capability.h
+# The VFIO device cdev with iommufd (drivers/vfio/device_cdev.c) is in Linux 6.6.
+CDEV_KERNEL = (6, 6)
+# Reset methods that reset only the function itself (drivers/pci/pci.c
+# pci_reset_fn_methods); "bus" and "cxl_bus" reset everything below the bridge.
+_OWN_RESETS = frozenset({"device_specific", "acpi", "flr", "af_flr", "pm"})
+_BUS_RESETS = frozenset({"bus", "cxl_bus"})
+_RESETS_NAMED = 4                       # devices a reset detail names before "…"
 
 # Intel VT-d extended capability register, bit 3: Interrupt Remapping support
 # (VT-d spec 11.4.3); exposed as hex in sys/class/iommu/dmarN/intel-iommu/ecap.
@@ -82,18 +117,34 @@ def check_interrupt_remapping(host: Host) -> Check:
             if ecap is not None:
                 ir.append(bool(int(ecap, 16) & _ECAP_IR))
         if ir and all(ir):
+            if allow == "Y":
+                return Check("interrupt remapping", PASS,
+                             "supported by every DMAR unit; allow_unsafe_interrupts=Y is "
+                             "set but not needed", _UNSAFE_REMOVE)
             return Check("interrupt remapping", PASS, "supported by every DMAR unit")
         if ir:
             if allow == "Y":
                 return Check("interrupt remapping", WARN,
                              "not supported; vfio allows unsafe interrupts "
-                             "(allow_unsafe_interrupts=Y): a guest can inject interrupts")
+                             "(allow_unsafe_interrupts=Y): a guest can inject interrupts",
+                             "enable interrupt remapping in the firmware (x2APIC/VT-d), "
+                             "then " + _UNSAFE_REMOVE)
             return Check("interrupt remapping", FAIL,
-                         "not supported by the IOMMU: vfio refuses to set up MSI",
-                         "enable interrupt remapping in the firmware (x2APIC/VT-d)")
-    return Check("interrupt remapping", PASS if allow != "Y" else WARN,
-                 "assumed present (AMD-Vi/other IOMMU)"
-                 + ("; allow_unsafe_interrupts=Y" if allow == "Y" else ""))
+                         "not supported by the IOMMU: vfio refuses to attach a group "
+                         "(allow_unsafe_interrupts=N)",
+                         "enable interrupt remapping in the firmware (x2APIC/VT-d); or, "
+                         "accepting that a guest can inject interrupts into the host, "
+                         "'options vfio_iommu_type1 allow_unsafe_interrupts=1' in "
+                         "/etc/modprobe.d/vfio.conf")
+    if allow == "Y":
+        return Check("interrupt remapping", WARN,
+                     "assumed present (AMD-Vi/other IOMMU); allow_unsafe_interrupts=Y "
+                     "would let vfio run without it", _UNSAFE_REMOVE)
+    return Check("interrupt remapping", PASS, "assumed present (AMD-Vi/other IOMMU)")
+
+
+_UNSAFE_REMOVE = ("remove allow_unsafe_interrupts=1 from /etc/modprobe.d and the "
+                  "kernel command line")
 
 
 def _snapshot_manifest(host: Host) -> dict[str, object] | None:
@@ -165,10 +216,313 @@ def check_groups(host: Host) -> Check:
                  if shared else None)
 
 
+def check_iommufd(host: Host) -> Check:
+    """The VFIO device cdev with iommufd: optional (the group API works everywhere), so
+    never a failure — Debian's kernels are built without CONFIG_IOMMUFD."""
+    name = "iommufd / vfio cdev"
+    if _snapshot_manifest(host) is not None:
+        return Check(name, INFO, "unknown: a snapshot does not record /dev/iommu")
+    release = _read(host, PROC_OSRELEASE) or "?"
+    cdevs = sorted(_listdir(host, DEV_VFIO_DEVICES))
+    if host.exists(DEV_IOMMU):
+        detail = "available (/dev/iommu)"
+        detail += (f"; {len(cdevs)} device cdev(s) in /dev/vfio/devices" if cdevs else
+                   "; /dev/vfio/devices appears once a device is on vfio-pci (needs "
+                   "CONFIG_VFIO_DEVICE_CDEV)")
+        return Check(name, PASS, detail)
+    version = _kernel_version(release)
+    if version is None or version < CDEV_KERNEL:
+        return Check(name, INFO, f"not available: kernel {release} predates the VFIO "
+                     f"device cdev ({CDEV_KERNEL[0]}.{CDEV_KERNEL[1]}); the group API "
+                     "(/dev/vfio/N) is used, which every QEMU supports")
+    if _module_available(host, release, "iommufd"):
+        return Check(name, WARN, f"kernel {release} has iommufd but /dev/iommu is "
+                     "missing (the module is not loaded); the group API is used",
+                     "run 'modprobe iommufd' to use the cdev (optional)")
+    return Check(name, INFO, f"not available: kernel {release} is built without "
+                 "CONFIG_IOMMUFD (as Debian's are); the group API (/dev/vfio/N) is used, "
+                 "nothing to do")
+
+
+def check_kvm(host: Host) -> Check:
+    """``/dev/kvm`` exists and opens: without it QEMU emulates the CPU (-accel tcg),
+    which runs a passthrough guest far too slowly to use."""
+    if _snapshot_manifest(host) is not None:
+        return Check("KVM", INFO, "unknown: a snapshot does not record /dev/kvm",
+                     "run 'vfioctl doctor' on that host")
+    vendor = _cpu_vendor(host)
+    module = {"intel": "kvm_intel", "amd": "kvm_amd"}.get(vendor or "",
+                                                          "kvm_intel or kvm_amd")
+    if not host.exists(DEV_KVM):
+        return Check("KVM", FAIL, "/dev/kvm is missing: guests cannot use hardware "
+                     "virtualization", f"enable VT-x/AMD-V (SVM) in the firmware setup, "
+                     f"then run 'modprobe {module}'")
+    try:
+        fd = host.open(DEV_KVM)
+    except ReadOnlyHost:
+        return Check("KVM", PASS, f"/dev/kvm present (not opened: {host.name} is "
+                     "read-only)")
+    except PermissionError:
+        return Check("KVM", FAIL, "/dev/kvm exists but this user may not open it",
+                     "add the user to the kvm group ('sudo usermod -aG kvm $USER', then "
+                     "log in again); libvirt's QEMU user has it already")
+    except OSError as err:
+        return Check("KVM", FAIL, f"/dev/kvm does not open: {err.strerror or err}",
+                     f"check 'dmesg | grep -i kvm'; run 'modprobe {module}'")
+    with contextlib.suppress(OSError):
+        host.close(fd)
+    return Check("KVM", PASS, "/dev/kvm opens")
+
+
+def check_memlock(host: Host) -> Check:
+    """This process's RLIMIT_MEMLOCK against what a guest with assigned devices pins
+    (all its memory). Read through the Host (``proc/self/limits``: on the live host the
+    same value ``resource.getrlimit`` gives) so a simulated host can model it."""
+    name = "memlock limit"
+    if _snapshot_manifest(host) is not None:
+        return Check(name, INFO, "unknown: a snapshot does not record process limits",
+                     "run 'vfioctl doctor' as the user that runs QEMU on that host")
+    limit = _memlock(_read(host, PROC_SELF_LIMITS))
+    if limit == -1:
+        return Check(name, WARN, "unknown: proc/self/limits has no 'Max locked memory'",
+                     "check 'ulimit -l' in the shell that starts QEMU")
+    if limit is None:
+        return Check(name, PASS, "unlimited")
+    shown = _size(limit)
+    if _has_cap(_read(host, PROC_SELF_STATUS), CAP_IPC_LOCK):
+        return Check(name, PASS, f"{shown}, but this process has CAP_IPC_LOCK (root): "
+                     "vfio does not count what it pins; a QEMU run by another user is "
+                     "limited")
+    if limit >= MEMLOCK_MIN:
+        return Check(name, PASS, f"{shown}: enough for a guest with assigned devices and "
+                     f"up to about {shown} of memory (vfio pins all of it)")
+    return Check(name, WARN, f"{shown}: a guest with an assigned device pins all its "
+                 f"memory, so QEMU started by this user fails (VFIO_MAP_DMA: cannot "
+                 f"allocate memory) for any guest above {shown}",
+                 "raise it for the user that runs QEMU: 'ulimit -l unlimited' (as root) or "
+                 "'USER hard memlock unlimited' + 'USER soft memlock unlimited' in "
+                 "/etc/security/limits.conf, LimitMEMLOCK=infinity in a systemd unit; "
+                 "libvirt raises it for its guests itself")
+
+
+def check_hugepages(host: Host) -> Check:
+    """Reserved huge pages, when there are any: a guest backed by them fails to start
+    when none are free, or when no hugetlbfs is mounted for QEMU's ``-mem-path``."""
+    name = "hugepages"
+    pools = _hugepage_pools(host)
+    if pools is None:
+        return Check(name, INFO, "unknown: neither sys/kernel/mm/hugepages nor "
+                     "proc/meminfo can be read")
+    used = [(size, total, free) for size, total, free in pools if total > 0]
+    if not used:
+        return Check(name, INFO, "none reserved (guests use normal pages; reserve some "
+                     "only for a guest with <memoryBacking><hugepages/>)")
+    parts = [f"{_size(size << 10)} pages: {free} of {total} free" for size, total, free
+             in used]
+    detail = "; ".join(parts)
+    if all(free == 0 for _, _, free in used):
+        size = used[0][0]
+        return Check(name, WARN, f"{detail}: a guest backed by huge pages cannot start",
+                     f"reserve more ('echo N > /sys/kernel/mm/hugepages/hugepages-"
+                     f"{size}kB/nr_hugepages', or hugepagesz=/hugepages= on the kernel "
+                     "command line) or stop what uses them")
+    mounts = _read(host, PROC_MOUNTS)
+    if mounts is not None and not any(
+            len(f) > 2 and f[2] == "hugetlbfs" for f in map(str.split, mounts.splitlines())):
+        return Check(name, WARN, f"{detail}; no hugetlbfs is mounted (QEMU's -mem-path "
+                     "needs one)", "mount -t hugetlbfs hugetlbfs /dev/hugepages (systemd's "
+                     "dev-hugepages.mount does it at boot)")
+    return Check(name, PASS, detail)
+
+
+def check_resets(host: Host) -> list[Check]:
+    """How each assignable device (an endpoint in an IOMMU group) is reset between
+    guests (``reset_method``): a reset of its own (FLR, PM, ACPI, device-specific) is
+    fine; a secondary bus reset also resets every other device on its bus; a device on
+    a root bus has no bus to reset; a device with no method keeps the last guest's
+    state (some GPUs then fail to start a second time)."""
+    devices = _assignable(host)
+    if devices is None:
+        return [Check("device reset", WARN, "unknown: no device is in an IOMMU group",
+                      "fix the IOMMU check first")]
+    by_bus: dict[tuple[int, int], list[PciAddress]] = {}
+    for addr in _all_addresses(host):
+        by_bus.setdefault((addr.domain, addr.bus), []).append(addr)
+    problems: list[Check] = []
+    root_bus: list[str] = []
+    for dev in devices:
+        problem = _reset_problem(dev, by_bus.get((dev.addr.domain, dev.addr.bus), []))
+        if problem == "root-bus":
+            root_bus.append(dev.name)
+        elif isinstance(problem, Check):
+            problems.append(problem)
+    if root_bus:
+        shown = ", ".join(root_bus[:_RESETS_NAMED]) + (
+            f" (+{len(root_bus) - _RESETS_NAMED} more)" if len(root_bus) > _RESETS_NAMED
+            else "")
+        problems.insert(0, Check(
+            "reset, root bus", WARN, f"{shown}: no FLR or PM reset, and a root bus has no "
+            "bus reset: they keep state from guest to guest",
+            "fine for most integrated devices; a device that must be reset needs one "
+            "with FLR or a slot behind a root port"))
+    bad = len(root_bus) + sum(1 for p in problems if p.name.startswith("reset "))
+    if not problems:
+        return [Check("device reset", PASS, f"each of the {len(devices)} assignable "
+                      "devices has a reset of its own or is alone on its bus")]
+    summary = Check("device reset", WARN, f"{bad} of {len(devices)} assignable devices "
+                    "cannot be reset on their own (below)")
+    return [summary, *problems]
+
+
+def _reset_problem(dev: PciDevice, on_bus: list[PciAddress]) -> Check | str | None:
+    """None: it can be reset alone; "root-bus": no reset at all on a root bus (reported
+    together); else the Check saying what is wrong."""
+    name = f"reset {dev.name}"
+    try:
+        methods = dev.reset_method
+        has_reset = methods is not None or dev.host.exists(dev.path / "reset")
+        root_bus = dev.parent is None
+    except (OSError, ValueError):
+        return Check(name, WARN, "unknown: its reset_method cannot be read")
+    if methods is None:
+        if has_reset:
+            return None  # before Linux 5.15: a reset exists, the kernel does not say which
+        methods = []
+    if _OWN_RESETS.intersection(methods):
+        return None
+    others = [str(a) for a in on_bus if a != dev.addr]
+    shown = ", ".join(others[:_RESETS_NAMED]) + (" …" if len(others) > _RESETS_NAMED
+                                                 else "")
+    bus = f"{dev.addr.domain:04x}:{dev.addr.bus:02x}"
+    if _BUS_RESETS.intersection(methods):
+        if not others:
+            return None
+        return Check(name, WARN, f"bus reset only: resetting it also resets {shown} on "
+                     f"bus {bus}", "give those devices to the same guest, or keep them "
+                     "unused while it runs")
+    if root_bus:
+        return "root-bus"
+    if others:
+        # pci_parent_bus_reset() offers "bus" to the first device found on a bus only;
+        # vfio still resets the others with the bus when a user owns all of them
+        # (VFIO_DEVICE_PCI_HOT_RESET)
+        return Check(name, WARN, f"no reset of its own: only a reset of bus {bus}, "
+                     f"which also resets {shown}", "give the whole bus to one guest (QEMU "
+                     "then resets it between boots)")
+    return Check(name, WARN, "no reset method: it keeps state between guests",
+                 f"if reset_method was cleared: 'echo default > /{dev.path}/reset_method'")
+
+
 def run_checks(host: Host) -> list[Check]:
     """All checks, in the order a user fixes them."""
     return [check_iommu(host), check_interrupt_remapping(host), check_modules(host),
-            check_dev_vfio(host), check_groups(host)]
+            check_dev_vfio(host), check_groups(host), check_iommufd(host),
+            check_kvm(host), check_memlock(host), check_hugepages(host),
+            *check_resets(host)]
+
+
+# -- readers ----------------------------------------------------------------------------
+
+
+def _kernel_version(release: str) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _module_available(host: Host, release: str, module: str) -> bool:
+    if host.exists(SYS_MODULE / module):
+        return True
+    pattern = re.compile(rf"(^|/){re.escape(module)}\.ko", re.M)
+    for index in ("modules.builtin", "modules.dep"):
+        text = _read(host, LIB_MODULES / release / index)
+        if text and pattern.search(text):
+            return True
+    return False
+
+
+def _memlock(text: str | None) -> int | None:
+    """The soft ``Max locked memory`` limit in bytes, None for unlimited, -1 when the
+    row is missing or unreadable (fs/proc/base.c proc_pid_limits layout)."""
+    for line in (text or "").splitlines():
+        if line.startswith("Max locked memory"):
+            fields = line[len("Max locked memory"):].split()
+            if fields and fields[0] == "unlimited":
+                return None
+            if fields and fields[0].isdigit():
+                return int(fields[0])
+    return -1
+
+
+def _has_cap(status: str | None, cap: int) -> bool:
+    for line in (status or "").splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) >> cap & 1)
+            except (IndexError, ValueError):
+                return False
+    return False
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _hugepage_pools(host: Host) -> list[tuple[int, int, int]] | None:
+    """(size in KiB, total, free) per page size: sysfs, else proc/meminfo's default."""
+    pools = []
+    for entry in sorted(_listdir(host, SYS_HUGEPAGES)):
+        m = re.fullmatch(r"hugepages-(\d+)kB", entry)
+        if not m:
+            continue
+        total = _read(host, SYS_HUGEPAGES / entry / "nr_hugepages")
+        free = _read(host, SYS_HUGEPAGES / entry / "free_hugepages")
+        if total and free and total.isdigit() and free.isdigit():
+            pools.append((int(m.group(1)), int(total), int(free)))
+    if pools:
+        return sorted(pools)
+    info: dict[str, str] = {}
+    for line in (_read(host, PROC_MEMINFO) or "").splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    try:
+        size = int(info["Hugepagesize"].split()[0])
+        return [(size, int(info["HugePages_Total"]), int(info["HugePages_Free"]))]
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _all_addresses(host: Host) -> list[PciAddress]:
+    out = []
+    for name in _listdir(host, PCI_DEVICES):
+        try:
+            out.append(PciAddress.parse(name))
+        except UsageError:
+            continue
+    return sorted(out)
+
+
+def _assignable(host: Host) -> list[PciDevice] | None:
+    """Endpoints (not bridges, class 06) in an IOMMU group; None when no device is in
+    a group (no IOMMU: nothing is assignable)."""
+    grouped = []
+    for addr in _all_addresses(host):
+        dev = PciDevice(host, addr)
+        try:
+            if dev.iommu_group is None:
+                continue
+            if dev.class_code >> 16 == 0x06:
+                continue
+        except (OSError, ValueError):
+            continue
+        grouped.append(dev)
+    if not grouped and not any(PciDevice(host, a).link_name("iommu_group")
+                               for a in _all_addresses(host)):
+        return None
+    return grouped
 
 
 def _read(host: Host, path: SysPath) -> str | None:

@@ -15,7 +15,8 @@ from vfioctl.cli.render import print_json
 @click.pass_obj
 def doctor_cmd(ctx: Context, as_json: bool) -> None:
     """Check whether this host is ready for VFIO: IOMMU, interrupt remapping, modules,
-    /dev/vfio, IOMMU groups. Exits 1 when a check fails."""
+    /dev/vfio, IOMMU groups, iommufd, KVM, memlock limit, hugepages, device resets.
+    Exits 1 when a check fails."""
     from vfioctl.doctor import FAIL, run_checks
 
     checks = run_checks(ctx.host)
@@ -25,7 +26,7 @@ def doctor_cmd(ctx: Context, as_json: bool) -> None:
         width = max(len(c.name) for c in checks)
         for c in checks:
             click.echo(f"{c.name:<{width}}  {c.status.upper():<4}  {c.detail}")
-            if c.fix and c.status != "pass":
+            if c.fix and c.status not in ("pass", "info"):
                 click.echo(f"{'':<{width}}        fix: {c.fix}")
     if any(c.status == FAIL for c in checks):
         raise click.exceptions.Exit(1)

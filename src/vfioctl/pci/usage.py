@@ -18,7 +18,20 @@ what the kernel exposes (and the simulator models the same):
 - storage: ``sys/block/NAME`` links into the device's sysfs subtree (partitions are
   subdirectories, stacked devices such as dm/md under ``holders/``), matched against
   ``proc/mounts`` and ``proc/swaps``.
+  A disk or partition that a device-mapper or MD device is stacked on (``holders/``)
+  counts even when nothing on it is mounted: an open LUKS volume, an active RAID array
+  or LVM volume group loses a leg when the disk goes.
 - display: ``boot_vga`` = 1, the GPU the firmware and the console draw on.
+- processes: a process holding one of the function's device nodes open — the DRM nodes
+  of a GPU (``devices/ADDR/drm/card1`` is ``/dev/dri/card1``, ``renderD129`` likewise),
+  NVIDIA's ``/dev/nvidiaN`` (N is the "Device Minor" in
+  ``proc/driver/nvidia/gpus/ADDR/information``), a sound card's ``/dev/snd`` nodes
+  (``devices/ADDR/sound/cardN/controlCN``, ``pcmCND0p``…): a display server, a CUDA
+  program or a sound server. Found by reading ``proc/PID/fd/*`` links through the Host,
+  only for a function that has such nodes. psutil is not used: it reads the live
+  ``/proc`` only (not a snapshot or a simulated host) and its ``open_files()`` skips
+  character devices. Processes whose ``fd`` directory this user may not read (other
+  users', without root) cannot be seen.
 
 Missing files mean "no such use" (a snapshot or simulator need not model everything),
 never an error.
@@ -31,6 +44,7 @@ from pathlib import PurePosixPath
 
 from vfioctl.host.base import (
     DEV,
+    PROC,
     PROC_MOUNTS,
     PROC_NET_INET6,
     PROC_NET_ROUTE,
@@ -43,6 +57,9 @@ from vfioctl.host.base import (
 from vfioctl.pci.device import PciDevice
 
 _SYS_BLOCK = SYS_BLOCK
+# nvidia.ko's per-GPU procfs file (its minor number); not in host.base, which is not
+# this module's to change: spelled here, the one place that reads it.
+PROC_NVIDIA_GPUS = PROC / "driver" / "nvidia" / "gpus"
 _PROC_MOUNTS = PROC_MOUNTS
 _PROC_SWAPS = PROC_SWAPS
 _PROC_ROUTE = PROC_NET_ROUTE
@@ -58,7 +75,7 @@ _UP_STATES = frozenset({"up", "unknown", "dormant"})
 class HostUse:
     """One way the host relies on a device; ``detail`` is a phrase for messages."""
 
-    kind: str  # "network" | "storage" | "display"
+    kind: str  # "network" | "storage" | "display" | "process"
     detail: str
 
 
@@ -69,6 +86,64 @@ def find_host_uses(dev: PciDevice) -> list[HostUse]:
     uses.extend(_storage_uses(dev))
     if dev.boot_vga:
         uses.append(HostUse("display", "it is the boot GPU (boot_vga=1) the console uses"))
+    uses.extend(_process_uses(dev))
+    return uses
+
+
+# -- processes holding device nodes ------------------------------------------------------
+
+_DRM_NODES = ("card", "renderD", "controlD")
+_SND_NODES = ("controlC", "pcmC", "hwC", "midiC")
+_PROCS_NAMED = 3  # processes a message spells out per node before "(+N more)"
+
+
+def device_nodes(dev: PciDevice) -> list[str]:
+    """The ``/dev`` paths of the function's DRM, sound and NVIDIA nodes (empty for most
+    devices, and for any device while vfio-pci drives it)."""
+    host = dev.host
+    nodes = [f"/{DEV}/dri/{n}" for n in _listdir(host, dev.path / "drm")
+             if n.startswith(_DRM_NODES)]
+    for card in _listdir(host, dev.path / "sound"):
+        if card.startswith("card") and card[4:].isdigit():
+            nodes.extend(f"/{DEV}/snd/{n}" for n in _listdir(host, dev.path / "sound" / card)
+                         if n.startswith(_SND_NODES))
+    info = _read(host, PROC_NVIDIA_GPUS / dev.name / "information")
+    for line in (info or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Device Minor" and value.strip().isdigit():
+            nodes.append(f"/{DEV}/nvidia{int(value.strip())}")
+    return nodes
+
+
+def open_by(host: Host, nodes: set[str]) -> dict[str, list[tuple[int, str]]]:
+    """Node -> the (pid, comm) of each process that has it open, pids ascending."""
+    found: dict[str, dict[int, str]] = {}
+    pids = sorted(int(p) for p in _listdir(host, PROC) if p.isdigit())
+    for pid in pids:
+        fd_dir = PROC / str(pid) / "fd"
+        for fd in _listdir(host, fd_dir):
+            try:
+                target = host.readlink(fd_dir / fd)
+            except OSError:
+                continue
+            if target in nodes:
+                per = found.setdefault(target, {})
+                if pid not in per:
+                    comm = (_read(host, PROC / str(pid) / "comm") or "").strip()
+                    per[pid] = comm or "?"
+    return {node: sorted(per.items()) for node, per in sorted(found.items())}
+
+
+def _process_uses(dev: PciDevice) -> list[HostUse]:
+    nodes = device_nodes(dev)
+    if not nodes:
+        return []
+    uses = []
+    for node, procs in open_by(dev.host, set(nodes)).items():
+        named = ", ".join(f"pid {pid} ({comm})" for pid, comm in procs[:_PROCS_NAMED])
+        more = len(procs) - _PROCS_NAMED
+        uses.append(HostUse("process", f"{node} is open by {named}"
+                                       + (f" (+{more} more)" if more > 0 else "")))
     return uses
 
 
@@ -241,9 +316,22 @@ def _storage_uses(dev: PciDevice) -> list[HostUse]:
                                  if point != "/" else f"{node} holds the root filesystem /")
                 if node in swaps:
                     found.append(f"{node} is in use as swap")
+        if not found:
+            found = _held(host, dirs)
         if found:
             uses.append(HostUse("storage", f"disk {disk}: {', '.join(_dedup(found))}"))
     return uses
+
+
+def _held(host: Host, dirs: list[tuple[str, PurePosixPath]]) -> list[str]:
+    """``sda2 is held by dm-0 (mapper/cryptroot)``: a stacked device is active on it."""
+    out = []
+    for name, sysdir in dirs:
+        for holder in _listdir(host, sysdir / "holders"):
+            dm_name = (_read(host, _SYS_BLOCK / holder / "dm" / "name") or "").strip()
+            out.append(f"{name} is held by {holder}"
+                       + (f" (mapper/{dm_name})" if dm_name else ""))
+    return out
 
 
 def _dedup(items: list[str]) -> list[str]:

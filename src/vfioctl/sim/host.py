@@ -50,6 +50,7 @@ from vfioctl.sim.users import VfioUser
 from vfioctl.sim.vfs import CharDev, Dir, File, Link, Tree
 
 T = TypeVar("T")
+_KVM_FD_BASE = 1 << 20     # fds of /dev/kvm opens, apart from the VFIO layer's
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class SimHost:
         self.faults = FaultPlan(spec.faults, crash_at_write=spec.crash_at_write,
                                 crash_applies=spec.crash_applies)
         self.writes: list[WriteRecord] = []
+        self._kvm_fds: set[int] = set()
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
@@ -237,6 +239,17 @@ class SimHost:
         node = self._current_tree().lookup(str(path))
         if not isinstance(node, CharDev):
             raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), str(path))
+        if node.key.startswith("kvm:"):       # sim.extras: open only, no ioctls
+            if node.key == "kvm:denied":
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            fd = _KVM_FD_BASE + len(self._kvm_fds)
+            while fd in self._kvm_fds:
+                fd += 1
+            self._kvm_fds.add(fd)
+            return fd
+        if node.key == "iommufd" or node.key.startswith("cdev:"):
+            # listed, not modelled: callers fall back to the group API
+            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), str(path))
         return self._mutate(lambda: self._kernel.vfio.open(node.key))
 
     def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:
@@ -247,6 +260,9 @@ class SimHost:
         return self._mutate(lambda: self._kernel.vfio.ioctl(fd, request, arg))
 
     def close(self, fd: int) -> None:
+        if fd in self._kvm_fds:
+            self._kvm_fds.discard(fd)
+            return
         self._mutate(lambda: self._kernel.vfio.close(fd))
 
     def ip_addresses(self) -> list[IfAddress]:

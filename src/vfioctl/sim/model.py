@@ -19,6 +19,7 @@ from typing import Any
 
 from vfioctl.address import PciAddress
 from vfioctl.sim.caps import DeviceModel, Layout
+from vfioctl.sim.extras import HostExtras
 from vfioctl.sim.net import NetIf, Route
 
 __all__ = ["NetIf", "Route"]  # re-exported: they used to live here
@@ -129,6 +130,10 @@ class Function:
     secondary_bus: int | None = None       # bridges: None = taken from the children
     net: tuple[NetIf, ...] = ()
     disks: tuple[Disk, ...] = ()
+    # device nodes its driver creates while bound (vfioctl.sim.extras)
+    drm: tuple[str, ...] = ()              # devices/ADDR/drm/NAME -> /dev/dri/NAME
+    sound_card: int | None = None          # devices/ADDR/sound/cardN -> /dev/snd/*CN*
+    nvidia_minor: int | None = None        # proc/driver/nvidia/gpus/ADDR -> /dev/nvidiaN
     # boot-time state (see docs/simulator.md "state")
     driver: str | None = None              # None = probe as the kernel would at boot
     unbound: bool = False                  # driver = "" : left without a driver at boot
@@ -200,6 +205,7 @@ class HostSpec:
     crash_applies: bool = False
     enable_sriov: bool = False
     state: Mapping[str, Any] | None = field(default=None, compare=False)
+    extras: HostExtras = field(default_factory=HostExtras)
 
     def function(self, name: str) -> Function | None:
         for fn in self.functions:

@@ -16,6 +16,7 @@ from typing import Any
 
 from vfioctl.address import PciAddress
 from vfioctl.errors import UsageError
+from vfioctl.sim import extras
 from vfioctl.sim import values as v
 from vfioctl.sim.caps import MODELS, parse_caps
 from vfioctl.sim.model import (
@@ -126,7 +127,7 @@ def _opt_bool(t: Mapping[str, Any], key: str, where: str) -> bool | None:
 FN_KEYS = ("addr", "kind", "id", "subsystem", "class", "revision", "parent", "pcie", "acs",
            "multifunction", "sriov", "ari", "flr", "pm_reset", "numa_node", "boot_vga",
            "secondary_bus", "net", "disk", "driver", "driver_override", "label", "model",
-           "caps", "config_size")
+           "caps", "config_size", *extras.FN_KEYS)
 
 
 def parse_function(t: Mapping[str, Any], index: int) -> Function:
@@ -196,6 +197,7 @@ def parse_function(t: Mapping[str, Any], index: int) -> Function:
     drv = v.as_name(t["driver"], where, "driver", "driver name (or '' for none)",
                     empty=True) if "driver" in t else None
     override = v.get_str(t, "driver_override", where, "", max_len=4094)
+    drm, sound_card, nvidia_minor = extras.parse_function_extras(t, where)
     return Function(
         addr=addr, kind=kind, vendor=vendor, device=device, class_code=class_code,
         revision=_hex(t.get("revision", 0), where, "revision", 8),
@@ -210,6 +212,7 @@ def parse_function(t: Mapping[str, Any], index: int) -> Function:
                        if "secondary_bus" in t else None),
         net=nets, disks=disks, driver=drv or None, unbound=(drv == ""),
         driver_override=override or None,
+        drm=drm, sound_card=sound_card, nvidia_minor=nvidia_minor,
     )
 
 
@@ -322,9 +325,11 @@ def parse_host(doc: Mapping[str, Any], name: str) -> HostSpec:
         ConfigError: a missing, unknown, mistyped, out-of-range or inconsistent entry
             (named in the message).
     """
-    v.known(doc, ("host", "driver", "device", "fault", "crash", "state"), "top level")
+    v.known(doc, ("host", "driver", "device", "fault", "crash", "state", "process"),
+            "top level")
     host = v.table(doc.get("host", {}), "[host]", "[host]")
-    v.known(host, ("description", "cmdline", "iommu", "kernel", "enable_sriov"), "[host]")
+    v.known(host, ("description", "cmdline", "iommu", "kernel", "enable_sriov",
+                   *extras.HOST_KEYS), "[host]")
     iommu = v.get_str(host, "iommu", "[host]", "intel", max_len=16)
     if iommu not in ("intel", "amd", "none"):
         raise _err("[host]", f"iommu = {iommu!r}: use 'intel', 'amd' or 'none'")
@@ -353,6 +358,7 @@ def parse_host(doc: Mapping[str, Any], name: str) -> HostSpec:
                         if "at_write" in crash else None),
         crash_applies=v.get_bool(crash, "applied", "[crash]", False),
         enable_sriov=v.get_bool(host, "enable_sriov", "[host]", False), state=state,
+        extras=extras.parse_extras(host, doc.get("process")),
     )
     validate_host(spec)
     return spec

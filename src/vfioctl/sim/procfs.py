@@ -4,7 +4,8 @@
 ``net/ipv6_route`` and ``net/if_inet6`` from the interfaces that exist now
 (:mod:`vfioctl.sim.net`); and a directory per process that holds VFIO files — this one
 (``os.getpid()``, which always exists, as ``proc/self`` does) and every VFIO user of the
-host (:mod:`vfioctl.sim.users`) — with ``comm`` and ``fd/N`` links.
+host (:mod:`vfioctl.sim.users`) — with ``comm`` and ``fd/N`` links (this one also has
+``limits``), and every ``[[process]]`` of the host file (:mod:`vfioctl.sim.extras`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vfioctl.sim import net
+from vfioctl.sim import extras, net
 from vfioctl.sim.kernel import SimKernel
 from vfioctl.sim.users import own_comm
 from vfioctl.sim.vfs import Dir, File, Link
@@ -47,9 +48,13 @@ def build_proc(root: Dir, k: SimKernel) -> None:
     pnet.children["if_inet6"] = _live(lambda: net.proc_if_inet6(k.live_interfaces()))
     me = os.getpid()
     _process(proc, me, own_comm(), k.vfio.fd_targets())
+    proc.mkdir(str(me)).children["limits"] = _text(extras.limits(k.spec.extras))
     proc.children["self"] = Link(str(me))
     for user in k.vfio_users.values():
         _process(proc, user.pid, user.comm, user.fd_targets())
+    for other in k.spec.extras.processes:
+        if str(other.pid) not in proc.children:    # a VFIO user's pid wins
+            _process(proc, other.pid, other.comm, other.fd_targets())
 
 
 def _process(proc: Dir, pid: int, comm: str, fds: dict[int, str]) -> None:
@@ -69,6 +74,8 @@ def mounts(k: SimKernel) -> str:
     """The mount table is not tied to the driver: the kernel keeps a mount whose disk
     vanished, so these lines stay after an unbind (as on a real host)."""
     lines = list(VIRTUAL_MOUNTS)
+    if any(h.total for h in k.spec.extras.hugepages):   # systemd's dev-hugepages.mount
+        lines.append("hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0")
     for dev in k.devices.values():
         for disk in dev.fn.disks:
             if disk.mount:

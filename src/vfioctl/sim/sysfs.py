@@ -13,6 +13,7 @@ import functools
 import posixpath
 from collections.abc import Callable
 
+from vfioctl.sim import extras
 from vfioctl.sim.device import SimDevice
 from vfioctl.sim.kernel import VFIO_PCI, SimKernel
 from vfioctl.sim.procfs import build_proc
@@ -101,6 +102,10 @@ def build_tree(k: SimKernel) -> Tree:
             for param in ("disable_vga", "disable_idle_d3", "nointxmask",
                           "disable_denylist"):
                 p.children[param] = text("N\n")
+        if mod == "vfio_iommu_type1":
+            p = m.mkdir("parameters")
+            p.children["allow_unsafe_interrupts"] = text(
+                "Y\n" if k.spec.extras.allow_unsafe_interrupts else "N\n")
 
     # What modprobe could load: lib/modules/RELEASE/modules.dep (one line per module
     # file, as depmod writes it) and modules.builtin for drivers built into the kernel.
@@ -113,10 +118,15 @@ def build_tree(k: SimKernel) -> Tree:
         f"kernel/drivers/{n.replace('_', '-')}.ko\n" for n in builtin))
 
     build_proc(root, k)
+    _extras(root, k)
 
     if k.module_loaded("vfio"):
         dv = root.mkdir("dev/vfio")
         dv.children["vfio"] = CharDev("container")
+        if k.spec.extras.iommufd:
+            cdevs = dv.mkdir("devices")
+            for i in range(vfio_index):
+                cdevs.children[f"vfio{i}"] = CharDev(f"cdev:{i}")
         if k.groups is not None:
             # the node lives while a member is on vfio-pci or someone holds it open
             held = k.vfio.held_groups()
@@ -214,6 +224,38 @@ def _usage(root: Dir, dev: SimDevice, d: Dir) -> None:
             pd.children["partition"] = text(f"{i}\n")
             pd.children["dev"] = text(f"{major}:{int(minor) + i}\n")
         root.mkdir("sys/block").children[disk.name] = Link(rel("sys/block", path))
+    for node in dev.fn.drm:
+        nd = d.mkdir("drm", node)
+        nd.children["dev"] = text(f"226:{extras.drm_minor(node)}\n")
+    if dev.fn.sound_card is not None:
+        n = dev.fn.sound_card
+        card = d.mkdir("sound", f"card{n}")
+        card.children["number"] = text(f"{n}\n")
+        for sub in (f"controlC{n}", f"pcmC{n}D0p", f"hwC{n}D0"):
+            card.mkdir(sub)
+    if dev.fn.nvidia_minor is not None:
+        info = root.mkdir("proc/driver/nvidia/gpus", dev.name)
+        info.children["information"] = text(
+            f"Model: \t\t Simulated GPU\nBus Location: \t {dev.name}\n"
+            f"Device Minor: \t {dev.fn.nvidia_minor}\n")
+
+
+def _extras(root: Dir, k: SimKernel) -> None:
+    """KVM, memory, huge pages and iommufd nodes (:mod:`vfioctl.sim.extras`)."""
+    x = k.spec.extras
+    dev = root.mkdir("dev")
+    if x.kvm != "absent":
+        dev.children["kvm"] = CharDev(f"kvm:{x.kvm}")
+    if x.iommufd:
+        dev.children["iommu"] = CharDev("iommufd")
+    root.mkdir("proc").children["meminfo"] = text(extras.meminfo(x))
+    hp = root.mkdir("sys/kernel/mm/hugepages")
+    for pages in x.hugepages:
+        d = hp.mkdir(f"hugepages-{pages.size_kib}kB")
+        d.children["nr_hugepages"] = text(f"{pages.total}\n")
+        d.children["free_hugepages"] = text(f"{pages.free}\n")
+        d.children["resv_hugepages"] = text("0\n")
+        d.children["surplus_hugepages"] = text("0\n")
 
 
 def _iommu_unit(root: Dir, k: SimKernel) -> None:
@@ -225,7 +267,9 @@ def _iommu_unit(root: Dir, k: SimKernel) -> None:
     regs = u.mkdir(sub)
     if sub == "intel-iommu":
         regs.children["cap"] = text("d2008c40660462\n")
-        regs.children["ecap"] = text("f050da\n")
+        # bit 3: Interrupt Remapping support (VT-d spec 11.4.3)
+        ecap = 0xF050DA if k.spec.extras.interrupt_remapping else 0xF050DA & ~0x8
+        regs.children["ecap"] = text(f"{ecap:x}\n")
         regs.children["version"] = text("1:0\n")
     else:
         regs.children["cap"] = text("0x00190000\n")

@@ -1,0 +1,1 @@
+--host sim:q35-vmtest doctor
