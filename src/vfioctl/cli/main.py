@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "groups": (
         "vfioctl.cli.cmd_read:groups_cmd",
-        "Show IOMMU groups, their members, and whether VFIO can use each group.",
+        "Show IOMMU groups: what each hands to a guest, and the kernel's viability.",
     ),
     "show": (
         "vfioctl.cli.cmd_read:show_cmd",
@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": (
         "vfioctl.cli.cmd_doctor:doctor_cmd",
         "Check whether this host is ready for VFIO: IOMMU, interrupt remapping, modules, "
-        "/dev/vfio, IOMMU groups.",
+        "/dev/vfio, IOMMU groups, iommufd, KVM, memlock limit, hugepages, device resets.",
     ),
     "snapshot": (
         "vfioctl.cli.cmd_snapshot:snapshot_cmd",
