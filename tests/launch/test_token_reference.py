@@ -196,6 +196,10 @@ def test_a_confidential_guest_gets_no_vf_of_a_userspace_pf_without_opt_in(
     assert code == 3, err
     assert "<launchSecurity> is not translated by vfioctl start" in err
     assert "confidential guest" not in err and len(err.splitlines()) == 1
+    code, _, err = run(host_file, "start", str(xml), "--dry-run", "--qemu-version", "8.1",
+                       "--allow-untrusted-pf", "--ignore-untranslated")
+    assert code == 0, err
+    assert err.startswith("vfioctl: warning:") and "allowed by --allow-untrusted-pf" in err
     # an ordinary VF of a kernel-driven PF is not affected
     plain = domain(tmp_path, "0000:04:00.0", token="",
                    extra="\n  <launchSecurity type='tdx'/>")

@@ -16,6 +16,7 @@ from vfioctl.cli.main import Context, warn_on_success
 from vfioctl.cli.render import print_json
 
 if TYPE_CHECKING:
+    from vfioctl.launch.untranslated import Untranslated
     from vfioctl.qemu.caps import QemuCaps
 
 
@@ -54,19 +55,25 @@ def _caps(binary: str, caps_file: str | None, qemu_version: str | None) -> QemuC
               help="Let a confidential guest (<launchSecurity>) have a VF of a PF driven "
               "from userspace, or such a PF: an unattested driver that can reset the VF "
               "or see its data. Reported, and kept in the launch record.")
+@click.option("--ignore-untranslated", is_flag=True,
+              help="Start even though the domain has elements start does not translate "
+              "(disks, interfaces, <cpu>…): the guest will not have them unless you pass "
+              "them after '--'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- EXTRA QEMU ARGS]")
 @click.pass_obj
 def start_cmd(ctx: Context, file: str, qemu_bin: str | None, caps_file: str | None,
               qemu_version: str | None, dry_run: bool, timeout: float, standin: str | None,
-              allow_untrusted_pf: bool, as_json: bool, extra: tuple[str, ...]) -> None:
+              allow_untrusted_pf: bool, ignore_untranslated: bool, as_json: bool,
+              extra: tuple[str, ...]) -> None:
     """Start a domain's QEMU with its PCI hostdevs: take the devices for the domain's
     <name>, run QEMU paused with a QMP socket, add VF-token devices over QMP (never on
     the command line), then continue. QEMU keeps running on its own; give the devices
     back with 'vfioctl release NAME' once it has exited.
 
     Only the guest's machine, memory, vCPUs, the hostdevs and their PCI controllers
-    come from the XML; put everything else after '--'.
+    come from the XML; any other element is refused (naming it) unless
+    --ignore-untranslated: then put what the guest needs after '--'.
     """
     from vfioctl.conf import load_domain
     from vfioctl.errors import UsageError
@@ -79,9 +86,10 @@ def start_cmd(ctx: Context, file: str, qemu_bin: str | None, caps_file: str | No
                          hint="pass --qemu BIN")
     caps = _caps(binary, caps_file, qemu_version)
     host = ctx.host
+    untranslated: Untranslated = "ignore" if ignore_untranslated else "refuse"
     if dry_run:
         plan = check_start(host, doc, caps, binary=binary, extra_args=extra,
-                           allow_untrusted_pf=allow_untrusted_pf)
+                           allow_untrusted_pf=allow_untrusted_pf, untranslated=untranslated)
         for warning in plan.warnings:
             warn_on_success(warning)
         if as_json:
@@ -98,7 +106,7 @@ def start_cmd(ctx: Context, file: str, qemu_bin: str | None, caps_file: str | No
         return
     launch = start(host, doc, caps, binary=binary, extra_args=extra, timeout=timeout,
                    standin=standin_device(standin) if standin else None,
-                   allow_untrusted_pf=allow_untrusted_pf)
+                   allow_untrusted_pf=allow_untrusted_pf, untranslated=untranslated)
     for warning in launch.plan.warnings:
         warn_on_success(warning)
     if as_json:

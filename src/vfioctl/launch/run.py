@@ -51,6 +51,7 @@ from vfioctl.launch.plan import (
     runtime_dir,
 )
 from vfioctl.launch.qmp import QemuError, QmpCommand, SendHook, run_commands
+from vfioctl.launch.untranslated import Untranslated
 from vfioctl.manager import Action, HostdevManager, Plan, Report
 from vfioctl.pci.device import VFIO_DRIVER, get_device
 from vfioctl.qemu.argv import format_props_json
@@ -104,8 +105,8 @@ class Release:
 
 # -- step 1: checks ---------------------------------------------------------------------------
 def check_start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
-                extra_args: Sequence[str] = (), allow_untrusted_pf: bool = False
-                ) -> StartPlan:
+                extra_args: Sequence[str] = (), allow_untrusted_pf: bool = False,
+                untranslated: Untranslated = "refuse") -> StartPlan:
     """Plan the launch and run every check that needs no change (``--dry-run`` stops here).
 
     ``<vf-token/>`` references are resolved here, from vfioctl's token store: the plan
@@ -121,7 +122,7 @@ def check_start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
     checked = check_domain(host, doc.domain, allow_untrusted_pf=allow_untrusted_pf)
     resolved = dataclasses.replace(doc, domain=resolve_vf_tokens(host, doc.domain))
     plan = plan_start(resolved, caps, binary=binary, state_dir=host.state_dir,
-                      extra_args=extra_args)
+                      extra_args=extra_args, untranslated=untranslated)
     plan = dataclasses.replace(plan, warnings=checked.warnings)
     for hd in doc.domain.hostdevs:
         dev = get_device(host, hd.source)
@@ -172,7 +173,8 @@ def describe_start(host: Host, plan: StartPlan) -> list[str]:
 def start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
           extra_args: Sequence[str] = (), timeout: float = 30.0,
           standin: Standin | None = None, on_send: SendHook | None = None,
-          allow_untrusted_pf: bool = False) -> Launch:
+          allow_untrusted_pf: bool = False, untranslated: Untranslated = "refuse"
+          ) -> Launch:
     """Start the domain's QEMU with its hostdevs; see the module docstring for the steps.
 
     Args:
@@ -197,7 +199,7 @@ def start(host: Host, doc: DomainDocument, caps: QemuCaps, *, binary: str,
             killed and the devices were released.
     """
     plan = check_start(host, doc, caps, binary=binary, extra_args=extra_args,
-                       allow_untrusted_pf=allow_untrusted_pf)
+                       allow_untrusted_pf=allow_untrusted_pf, untranslated=untranslated)
     name = plan.name
     mgr = HostdevManager(host)
     _check_not_running(plan)
