@@ -12,6 +12,7 @@ command line. Any error of ours (no such host, unreadable sysfs) gives no candid
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -112,21 +113,33 @@ def _paths(prefix: str, suffix: str | None) -> list[str]:
     return out
 
 
+class _Completing(click.types.StringParamType):
+    """A plain string argument that knows its candidates: click asks a parameter's type
+    (``ParamType.shell_complete``) when the parameter has no completion of its own."""
+
+    def __init__(self, complete: Callable[[click.Context, click.Parameter, str],
+                                          list[CompletionItem]]) -> None:
+        self._complete = complete
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        return self._complete(ctx, param, incomplete)
+
+
 def attach(cmd: click.Command, path: str) -> None:
     """Give the device and bundled-host arguments of CMD (and its subcommands) their
-    completion. Called only while completing: the command modules stay as they are.
-
-    click takes a parameter's completion function only at construction
-    (``shell_complete=``); it keeps it as ``_custom_shell_complete``, which is what is
-    set here, on commands that did not choose one themselves.
+    completion. Called only while completing (the command modules stay as they are):
+    a plain string argument gets a string type that completes; any other type (a path,
+    a choice) keeps its own completion.
     """
     for param in cmd.params:
-        if getattr(param, "_custom_shell_complete", None) is not None:
+        if not isinstance(param, click.Argument) or type(param.type) is not \
+                click.types.StringParamType:
             continue
-        if isinstance(param, click.Argument) and param.name in DEVICE_PARAMS:
-            param._custom_shell_complete = complete_device
+        if param.name in DEVICE_PARAMS:
+            param.type = _Completing(complete_device)
         elif (path, param.name) in BUNDLED_PARAMS:
-            param._custom_shell_complete = complete_bundled
+            param.type = _Completing(complete_bundled)
     if isinstance(cmd, click.Group):
         for name, sub in cmd.commands.items():
             attach(sub, f"{path} {name}")
