@@ -8,13 +8,8 @@ from vfioctl.errors import DeviceInUse
 from vfioctl.hosts import open_host
 from vfioctl.manager import groups as manager_groups
 from vfioctl.manager.plan import ActionKind
-from vfioctl.model import assign
 from vfioctl.model.assign import assess
 from vfioctl.model.groups import list_groups
-
-
-def test_left_alone_drivers_match_the_manager() -> None:
-    assert assign.LEFT_ALONE_DRIVERS == manager_groups.LEFT_ALONE_DRIVERS
 
 
 @pytest.mark.parametrize("name", ["workstation", "sriov-server", "q35-vmtest"])

@@ -16,7 +16,6 @@ from vfioctl.manager.core import (
     plan_json,
     require_writable,
 )
-from vfioctl.manager.groups import LEFT_ALONE_DRIVERS
 from vfioctl.manager.plan import Action, ActionKind, OpKind, Plan, Recovery, Refusal, Report
 from vfioctl.manager.tokens import (
     CheckResult,
@@ -25,6 +24,7 @@ from vfioctl.manager.tokens import (
     TokenStale,
     TokenStatus,
 )
+from vfioctl.pci.driver import LEFT_ALONE_DRIVERS
 
 __all__ = ["LEFT_ALONE_DRIVERS", "Action", "ActionKind", "CheckResult", "DeviceStatus",
            "HostdevManager", "OpKind", "Plan", "Recovery", "Refusal", "Report",

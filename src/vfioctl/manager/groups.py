@@ -29,13 +29,9 @@ from vfioctl.host.base import Host
 from vfioctl.manager.checks import held_by, host_uses, on_vfio, open_by_user, vfs_held, vfs_open
 from vfioctl.manager.plan import Action, ActionKind, OpKind, Plan, planning
 from vfioctl.pci.device import VFIO_DRIVER, PciDevice, get_device
-from vfioctl.pci.driver import ANY_DRIVER, HOLDING_DRIVERS, is_bridge
+from vfioctl.pci.driver import ANY_DRIVER, HOLDING_DRIVERS, LEFT_ALONE_DRIVERS, is_bridge
 from vfioctl.pci.iommu import IommuGroup, iommu_status
 from vfioctl.state import DeviceRecord, Step, now
-
-# Drivers a group member may keep when the group is detached: pcieport drives the port
-# itself and never DMAs for the device, pci-stub already keeps the host off it.
-LEFT_ALONE_DRIVERS = frozenset({"pcieport", "pci-stub"})
 
 Records = dict[PciAddress, DeviceRecord]
 GroupOptIn = bool | Collection[PciAddress]

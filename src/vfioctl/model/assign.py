@@ -21,13 +21,8 @@ from vfioctl.host.base import Host
 from vfioctl.model.device import Json
 from vfioctl.model.groups import GroupInfo
 from vfioctl.pci.device import PciDevice
-from vfioctl.pci.driver import is_bridge
+from vfioctl.pci.driver import LEFT_ALONE_DRIVERS, is_bridge
 from vfioctl.pci.usage import HostUse, find_host_uses
-
-#: Drivers a member keeps when its group is detached: the manager's LEFT_ALONE_DRIVERS
-#: (vfioctl.manager.groups), restated because the read model sits below the manager;
-#: tests/unit/test_groups_assign.py holds the two equal.
-LEFT_ALONE_DRIVERS = frozenset({"pcieport", "pci-stub"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,4 +122,4 @@ def assess_all(host: Host, groups: Sequence[GroupInfo]) -> list[Assignment]:
     return [assess(host, g) for g in groups]
 
 
-__all__ = ["LEFT_ALONE_DRIVERS", "Assignment", "MemberUse", "assess", "assess_all", "stays"]
+__all__ = ["Assignment", "MemberUse", "assess", "assess_all", "stays"]

@@ -37,6 +37,11 @@ from vfioctl.pci.settle import wait_until
 #: means to use).
 HOLDING_DRIVERS: Final = frozenset({VFIO_DRIVER, "pci-stub"})
 
+#: Drivers a group member keeps when its whole group is detached (docs/rationale.md,
+#: "Members left alone: pcieport and pci-stub"): pcieport drives the port itself and never
+#: DMAs for the device, pci-stub already keeps the host off it.
+LEFT_ALONE_DRIVERS: Final = frozenset({"pcieport", "pci-stub"})
+
 #: ``to_driver`` meaning "whatever the kernel picks": used to give back a device vfioctl
 #: did not detach, whose original driver it therefore does not know.
 ANY_DRIVER: Final = "*"
