@@ -98,6 +98,8 @@ def test_escape_leaves_no_request_and_no_lone_backslash(text: str) -> None:
     out = escape(text)
     for line in out.split("\n"):
         assert not line.startswith((".", "'"))
-    assert re.search(r"\\(?![e\-&])", out) is None
-    assert out.replace("\\e", "\\").replace("\\-", "-").replace("\n\\&", "\n").removeprefix(
+    assert out.isascii()
+    assert re.search(r"\\(?![e\-&]|\[u[0-9A-F]{4,6}\])", out) is None
+    plain = re.sub(r"\\\[u([0-9A-F]+)\]", lambda m: chr(int(m.group(1), 16)), out)
+    assert plain.replace("\\e", "\\").replace("\\-", "-").replace("\n\\&", "\n").removeprefix(
         "\\&") == text

@@ -29,8 +29,11 @@ ENVIRONMENT = (
 
 def escape(text: str) -> str:
     """Text as roff reads it literally: backslashes, hyphens (a ``-`` is a minus sign in
-    options, so every one is written ``\\-``) and a leading ``.`` or ``'`` (a request)."""
+    options, so every one is written ``\\-``), a leading ``.`` or ``'`` (a request), and
+    characters beyond ASCII (as ``\\[uXXXX]``: "…" in a help text)."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
+    # groff reads bytes as Latin-1 unless preconv runs: name every other character
+    text = "".join(c if ord(c) < 128 else f"\\[u{ord(c):04X}]" for c in text)
     lines = [("\\&" + line) if line[:1] in (".", "'") else line for line in text.split("\n")]
     return "\n".join(lines)
 
