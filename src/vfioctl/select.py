@@ -79,7 +79,7 @@ _ID_GLOB = re.compile(r"^[0-9a-fA-F*?\[\]!-]{1,16}:[0-9a-fA-F*?\[\]!-]{1,16}$")
 # a kernel device name inside a sysfs path (sys/devices/pci0000:00/0000:00:1c.4/...)
 _KERNEL_NAME = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 # interface and block device names: what the kernel allows, minus '/' and ':'
-_NAME = re.compile(r"^[^\s/:]{1,64}$")
+_NAME = re.compile(r"^(?!\.\.?$)[^\s/:]{1,64}$")
 _FORMS = ("is not a PCI address, a vendor:device id, a class name, an interface or a "
           "block device")
 _FORMS_HINT = ("name devices as 0000:01:00.0, 01:00.*, 10de:2504, gpu, enp4s0 or sda "
@@ -181,7 +181,7 @@ class _Resolver:
                 return [iface]
             disk = self._block(text)
             if disk is not None:
-                return disk
+                return _on_pci(selector, disk)
         raise _unknown_form(selector)
 
     # -- addresses and ids ----------------------------------------------------------
@@ -251,7 +251,7 @@ class _Resolver:
         if found is None:
             raise SelectorNotFound(selector, f"the block device '{selector}'",
                                    hint="'lsblk' lists the block devices this host has")
-        return found
+        return _on_pci(selector, found)
 
     def _block(self, name: str, depth: int = 0) -> list[PciAddress] | None:
         """The functions below which block device ``name`` (a disk, a partition, a
@@ -290,6 +290,15 @@ def _listdir(host: Host, path: object) -> list[str]:
         return sorted(host.listdir(str(path)))
     except OSError:
         return []
+
+
+def _on_pci(selector: str, found: list[PciAddress]) -> list[PciAddress]:
+    """A block device that sits on no PCI function (loop, zram, a RAM disk) selects
+    nothing: that is an answer worth its own message."""
+    if not found:
+        raise SelectorNotFound(selector, f"the block device '{selector}' (it sits on no "
+                               "PCI device)")
+    return found
 
 
 def _unknown_form(selector: str) -> UsageError:

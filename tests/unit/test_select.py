@@ -248,6 +248,8 @@ def _linux_tree(root: Path) -> LinuxHost:
     (block / "vda").symlink_to("../devices/pci0000:00/0000:00:04.0/virtio1/block/vda")
     (block / "dm-0").symlink_to("../devices/virtual/block/dm-0")
     (virtual / "vda1").symlink_to("../../../../pci0000:00/0000:00:04.0/virtio1/block/vda/vda1")
+    (root / "sys/devices/virtual/block/loop0").mkdir(parents=True)
+    (block / "loop0").symlink_to("../devices/virtual/block/loop0")
     (root / "dev/mapper").mkdir(parents=True)
     (root / "dev/mapper/root").symlink_to("../dm-0")
     return LinuxHost(root)
@@ -261,6 +263,11 @@ def test_virtio_net_and_device_mapper_on_a_linux_tree(tmp_path: Path) -> None:
     assert strs(resolve(host, ["dm-0"])) == ["0000:00:04.0"]
     assert strs(resolve(host, ["1af4:*"])) == ["0000:00:03.0", "0000:00:04.0"]
     assert strs(resolve(host, ["network"])) == ["0000:00:03.0"]
+    for loop in ("loop0", "/dev/loop0"):
+        with pytest.raises(SelectorNotFound) as err:
+            resolve(host, [loop])
+        assert str(err.value) == (f"no PCI device matches the block device '{loop}' (it "
+                                  "sits on no PCI device) on this host")
 
 
 # -- several selectors, unknown forms, resolve_one -------------------------------------
@@ -271,7 +278,7 @@ def test_selectors_keep_their_order_and_each_device_comes_once() -> None:
     assert got == ["0000:01:00.1", "0000:01:00.0", "0000:00:02.0", "0000:04:00.0"]
 
 
-@pytest.mark.parametrize("text", ["eth7", "enp*", "10de:25", "gpus", "", "a b"])
+@pytest.mark.parametrize("text", ["eth7", "enp*", "10de:25", "gpus", "", "a b", ".", ".."])
 def test_a_word_of_no_known_form_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError) as err:
         resolve(WS, [text])

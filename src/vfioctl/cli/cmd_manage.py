@@ -63,10 +63,23 @@ def show_outcome(ctx: Context, plan: Plan, report: Report | None, as_json: bool)
 
 
 def selected(ctx: Context, selectors: Sequence[str]) -> list[PciAddress]:
-    """The addresses the selectors name on this host (vfioctl.select)."""
+    """The addresses the selectors name on this host (vfioctl.select), each once.
+
+    An exact address goes to the manager as it is, present or not: the manager checks
+    it in its own order, so that a change this user may not make is refused as such
+    (exit 77) before any device is looked up, as it was before selectors.
+    """
+    from vfioctl.address import PciAddress
+    from vfioctl.errors import UsageError
     from vfioctl.select import resolve
 
-    return resolve(ctx.host, selectors)
+    out: dict[PciAddress, None] = {}
+    for selector in selectors:
+        try:
+            out.setdefault(PciAddress.parse(selector), None)
+        except UsageError:
+            out.update(dict.fromkeys(resolve(ctx.host, [selector])))
+    return list(out)
 
 
 def run_or_plan(ctx: Context, dry_run: bool, as_json: bool, plan_fn: Callable[[], Plan],
