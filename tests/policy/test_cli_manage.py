@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -35,7 +36,13 @@ def test_workstation_story(ws: Path) -> None:
     host = f"sim:{ws}"
     code, out, _ = run("--host", host, "groups")
     assert code == 0
-    assert "0000:00:01.0 (pcieport), 0000:01:00.0 (nouveau), 0000:01:00.1 (snd_hda_intel)" in out
+    row = re.compile(r"^(\d+)\s+(yes|no)\s+(.+?)\s+([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d)"
+                     r"\s+(\S+)")
+    rows = [m.groups() for m in map(row.match, out.splitlines()) if m]
+    assert [r for r in rows if r[0] == "1"] == [
+        ("1", "no", "stays", "0000:00:01.0", "pcieport"),
+        ("1", "no", "with 1 other", "0000:01:00.0", "nouveau"),
+        ("1", "no", "with 1 other", "0000:01:00.1", "snd_hda_intel")]
 
     code, out, err = run("--host", host, "detach", "0000:01:00.1")
     assert (code, out) == (5, "")

@@ -180,7 +180,7 @@ def test_slash32_address_refused_then_forced(
         [u.detail for u in find_host_uses(PciDevice(live, pci))] == \
         [f"interface {ifname} is up with address {address}"]
 
-    assert ok(cli("detach", NIC, "--force")) == [f"{NIC}: e1000e -> vfio-pci"]
+    assert ok(cli("detach", NIC, "--force", "--yes")) == [f"{NIC}: e1000e -> vfio-pci"]
     assert driver_state(kernel, NIC) == {NIC: ("vfio-pci", "vfio-pci")}
     assert not kernel.fs.exists(PCI_DEVICES / NIC / "net")
     assert ok(cli("reattach", NIC)) == [f"{NIC}: vfio-pci -> e1000e"]
