@@ -18,17 +18,20 @@ from pathlib import PurePosixPath
 from vfioctl.address import PciAddress
 from vfioctl.errors import ReadOnlyHost, UsageError
 from vfioctl.host.base import (
-    DEV,
     DEV_IOMMU,
+    DEV_KVM,
     DEV_VFIO,
     DEV_VFIO_DEVICES,
     LIB_MODULES,
     PCI_DEVICES,
-    PROC,
     PROC_CPUINFO,
+    PROC_MEMINFO,
     PROC_MOUNTS,
     PROC_OSRELEASE,
+    PROC_SELF_LIMITS,
+    PROC_SELF_STATUS,
     SYS_CLASS_IOMMU,
+    SYS_HUGEPAGES,
     SYS_MODULE,
     VFIO_TYPE1_PARAMS,
     Host,
@@ -39,14 +42,6 @@ from vfioctl.pci.device import PciDevice
 from vfioctl.pci.iommu import iommu_status, read_cmdline
 
 PASS, WARN, FAIL, INFO = "pass", "warn", "fail", "info"
-
-# Kernel files only doctor reads (docs/kernel.md says what each one means). They belong
-# with the others in vfioctl.host.base; spelled here until they move there.
-DEV_KVM = DEV / "kvm"
-PROC_SELF_LIMITS = PROC / "self" / "limits"
-PROC_SELF_STATUS = PROC / "self" / "status"
-PROC_MEMINFO = PROC / "meminfo"
-SYS_HUGEPAGES = PurePosixPath("sys/kernel/mm/hugepages")
 
 # VFIO type1 pins every page of guest RAM it maps (vfio_pin_pages_remote() counts them
 # against RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK): a limit below a small

@@ -49,6 +49,7 @@ from vfioctl.host.base import (
     PROC_NET_INET6,
     PROC_NET_ROUTE,
     PROC_NET_ROUTE6,
+    PROC_NVIDIA_GPUS,
     PROC_SWAPS,
     SYS_BLOCK,
     Host,
@@ -59,7 +60,6 @@ from vfioctl.pci.device import PciDevice
 _SYS_BLOCK = SYS_BLOCK
 # nvidia.ko's per-GPU procfs file (its minor number); not in host.base, which is not
 # this module's to change: spelled here, the one place that reads it.
-PROC_NVIDIA_GPUS = PROC / "driver" / "nvidia" / "gpus"
 _PROC_MOUNTS = PROC_MOUNTS
 _PROC_SWAPS = PROC_SWAPS
 _PROC_ROUTE = PROC_NET_ROUTE
