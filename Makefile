@@ -1,5 +1,5 @@
 # Developer entry points; the README's quick start uses tools/demo.sh and tools/test.sh.
-.PHONY: setup demo test test-fast lint test-vm bench
+.PHONY: setup demo test test-fast lint test-vm bench man
 setup:
 	tools/setup.sh --test
 demo:
@@ -17,3 +17,6 @@ test-vm: setup
 	vmtest/run.sh
 bench: setup
 	.venv/bin/python benchmarks/bench_list.py
+# The man page, generated from the command tree.
+man: setup
+	.venv/bin/python -m vfioctl.cli.manpage > vfioctl.1
