@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from vfioctl.errors import UsageError
+from vfioctl.errors import NotFound, UsageError
 from vfioctl.host.base import Host
 
 DEFAULT_SPEC = "linux"
@@ -24,6 +24,10 @@ def _open_linux(arg: str) -> Host:
     if not arg:
         return LinuxHost("/")
     root = Path(arg)
+    if not root.exists():
+        raise NotFound(f"host tree {arg} not found",
+                       hint="point --host linux:DIR at a directory made by "
+                       "'vfioctl snapshot DIR'")
     if not (root / "sys" / "bus" / "pci").is_dir():
         raise UsageError(
             f"'{arg}' is not a host tree: {root / 'sys/bus/pci'} is missing",

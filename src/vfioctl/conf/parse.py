@@ -40,7 +40,7 @@ from vfioctl.conf.hostdev import (
     StoredTokenRef,
 )
 from vfioctl.conf.numbers import LLONG_MAX, ULLONG_MAX, parse_int, parse_uint, unit_scale
-from vfioctl.errors import UnsupportedConfig, XmlError
+from vfioctl.errors import NotFound, PermissionDenied, UnsupportedConfig, XmlError
 from vfioctl.secret import VfToken
 
 # What a PCI <hostdev> may contain; anything else is an error, never ignored.
@@ -106,12 +106,21 @@ def parse_file(path: str | Path) -> DomainDocument:
     """Read and parse a libvirt domain XML file.
 
     Raises:
-        XmlError: if the file cannot be read, is not well-formed, or a hostdev is invalid.
+        NotFound: there is no such file (exit 4, like every missing input).
+        PermissionDenied: it may not be read.
+        XmlError: if the file cannot be read otherwise, is not well-formed, or a hostdev
+            is invalid.
         UnsupportedConfig: for hostdevs vfioctl does not handle (usb, mdev, kvm backend).
     """
     name = str(path)
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"domain XML file {name} not found",
+                       hint="give the path of a libvirt domain XML file") from None
+    except PermissionError as err:
+        raise PermissionDenied(f"cannot read {name}: {err.strerror}",
+                               hint="run as a user who may read it") from err
     except OSError as err:
         raise XmlError(f"cannot read {name}: {err.strerror}") from err
     return parse_string(data, filename=name)

@@ -1,0 +1,1 @@
+--host sim:@data/nonexistent.toml list
