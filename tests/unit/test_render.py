@@ -74,7 +74,7 @@ def test_terminal_goldens(cmd: str, host: str, columns: int, golden: object,
     code, out = _cli(["--host", f"sim:{host}", cmd])
     assert code == 0 and "\x1b[" not in out
     # Rows of a table fit; tree lines too (a table that cannot fit is the exception)
-    if columns == 80 and not (cmd == "list" and host == "sriov-server"):
+    if columns == 80:
         table = out.split("\n\n")[0].splitlines()
         rows = [ln for ln in table if not ln.startswith(("group ", "VIABLE", "*", "  "))]
         assert max(len(ln) for ln in rows) <= columns

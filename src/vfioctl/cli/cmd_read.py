@@ -118,7 +118,9 @@ def list_cmd(ctx: Context, id_: str | None, class_: str | None, driver: str | No
         name = ids.describe(d.vendor, d.device) if ids else ""
         sriov = ""
         if d.physfn is not None:
-            sriov = f"VF of {d.physfn}"
+            pf = str(d.physfn)
+            # the PF's short form when it is in domain 0000, as lspci prints it
+            sriov = f"VF of {pf[5:] if pf.startswith('0000:') else pf}"
         elif d.sriov_totalvfs:
             sriov = f"PF {d.sriov_numvfs}/{d.sriov_totalvfs} VFs"
         held = ",".join(names[d.address])
@@ -134,7 +136,7 @@ def list_cmd(ctx: Context, id_: str | None, class_: str | None, driver: str | No
 
 
 #: At 80 columns the name gives way first, then the class name, then the name again.
-LIST_SHRINK = (("NAME", 20), ("CLASS", 8), ("NAME", 10))
+LIST_SHRINK = (("NAME", 20), ("CLASS", 8), ("NAME", 10), ("CLASS", 6), ("NAME", 6))
 
 _VERDICT_STYLES = {"alone": "green", "blocked": "red", "stays": "dim",
                    "nothing to assign": "dim"}
