@@ -43,8 +43,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # policy: on any host, through the seam only
     "vfioctl.manager": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.launch",
                         "vfioctl.hosts"),
-    "vfioctl.launch": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.state",
-                       "vfioctl.hosts"),
+    # the launcher's runtime directory obeys the state directory's rules (state.secure);
+    # records and tokens are the manager's
+    "vfioctl.launch": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.state.db",
+                       "vfioctl.state.tokens", "vfioctl.state.session", "vfioctl.hosts"),
     # the read model: what list/groups/show return, for every front end
     "vfioctl.model": ("vfioctl.host.linux", *_ABOVE_MECHANICS),
     "vfioctl.sim": ("vfioctl.cli", "vfioctl.manager", "vfioctl.pci", "vfioctl.conf",

@@ -216,3 +216,26 @@ def test_rotation_under_an_open_vf_is_refused(host_file: Path, userspace_pf: str
     assert err.startswith(f"vfioctl: error: VF {VF2} of PF {PF} is open by pid 4242 "
                           "(dpdk-testpmd): a new VF token would lock it out"), err
     assert HostdevManager(SimHost.from_file(host_file)).get_token(PF).reveal() == userspace_pf
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a directory for nobody")
+def test_a_planted_runtime_directory_is_refused_and_nothing_is_kept(
+        host_file: Path, tmp_path: Path) -> None:
+    """QEMU's socket and log live under the state directory: a directory another user
+    owns, planted where vfioctl would create it, is refused (exit 77), never used, and
+    the devices taken for the guest are given back."""
+    from vfioctl.errors import PermissionDenied
+
+    elsewhere = tmp_path / "attacker"
+    elsewhere.mkdir()
+    os.chown(elsewhere, 65534, 65534)
+    state = host_file.with_name("h.toml.state")
+    state.mkdir(mode=0o700)
+    (state / "qemu").symlink_to(elsewhere)
+    host = SimHost.from_file(host_file)
+    xml = domain(tmp_path, OTHER_PF, token="")
+    with pytest.raises(PermissionDenied):
+        start(host, load_domain(xml), caps_for_version("8.1"), binary=QEMU,
+              standin=standin_device("pci-testdev"))
+    assert list(elsewhere.iterdir()) == []
+    assert HostdevManager(host).status() == []

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -305,17 +304,19 @@ def _last_log_line(path: Path, tokens: Sequence[str]) -> str | None:
 
 # -- the runtime directory and the launch record ---------------------------------------------
 def _make_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) 0700, and refuse one that is not ours and private."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(path)
-    except OSError as err:
-        raise QemuError(f"cannot create the runtime directory {path}: {err.strerror}") from err
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise OperationInvalid(f"runtime directory {path} is not a directory owned by this "
-                               "user", hint="remove it and start again")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+    """Create ``path`` 0700 (and its parents), held to the state directory's rules: it
+    is inside it (or a short fallback beside it), and QEMU's QMP socket and log go there,
+    so a planted link or a directory another user owns is refused, not followed
+    (:func:`vfioctl.state.secure.open_state_dir` walks from ``/`` without following one).
+
+    Raises:
+        StateUnsafe / PermissionDenied (exit 77): the path fails those checks.
+    """
+    from vfioctl.state.secure import open_state_dir
+
+    opened = open_state_dir(path, create=True)
+    if opened is not None:
+        opened.close()
 
 
 def _remove(path: Path) -> None:
