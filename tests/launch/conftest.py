@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from launchtest import HERE
 
+from vfioctl.launch import Launch
 from vfioctl.pci import settle as settle_mod
 from vfioctl.sim.host import SimHost
 from vfioctl.sim.loader import bundled_text
@@ -58,3 +59,14 @@ def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
                                          env.get("PYTHONPATH", "")])
     yield env
 
+
+
+@pytest.fixture
+def launched() -> Iterator[list[Launch]]:
+    """Collects launches; whatever is still running at the end is killed and reaped."""
+    launches: list[Launch] = []
+    yield launches
+    for launch in launches:
+        if launch.process is not None and launch.process.poll() is None:
+            launch.process.kill()
+            launch.process.wait(10)

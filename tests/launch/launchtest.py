@@ -3,9 +3,11 @@ conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +25,18 @@ needs_qemu = pytest.mark.skipif(
 
 def vfioctl_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "vfioctl.cli.main", *args]
+
+
+def qmp_query(socket: Path, cmd: str) -> Any:
+    """One QMP command to a running QEMU (the tests' own client connection)."""
+    from qemu.qmp import QMPClient
+
+    async def run() -> Any:
+        client = QMPClient("test")
+        await client.connect(str(socket))
+        try:
+            return await client.execute(cmd)
+        finally:
+            await client.disconnect()
+
+    return asyncio.run(run())

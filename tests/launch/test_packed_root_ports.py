@@ -11,15 +11,13 @@ the hostdev sits behind (what start used to create) and finds the device on no b
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from launchtest import DATA, QEMU, needs_qemu
+from launchtest import DATA, QEMU, needs_qemu, qmp_query
 
 from vfioctl.conf import load_domain
 from vfioctl.launch import Launch, release, standin_device, start
@@ -32,17 +30,7 @@ PORTS = DATA / "dryrun" / "dumpxml-ports.xml"  # ports 1..5 at 0x2.0..0x2.4, hos
 
 
 def _query_pci(socket: Path) -> list[dict[str, Any]]:
-    from qemu.qmp import QMPClient
-
-    async def run() -> Any:
-        client = QMPClient("test")
-        await client.connect(str(socket))
-        try:
-            return await client.execute("query-pci")
-        finally:
-            await client.disconnect()
-
-    result: list[dict[str, Any]] = asyncio.run(run())
+    result: list[dict[str, Any]] = qmp_query(socket, "query-pci")
     return result
 
 
@@ -74,14 +62,6 @@ def _poll_for(socket: Path, dev_id: str, seconds: float
         time.sleep(0.2)
 
 
-@pytest.fixture
-def launched() -> Iterator[list[Launch]]:
-    launches: list[Launch] = []
-    yield launches
-    for launch in launches:
-        if launch.process is not None and launch.process.poll() is None:
-            launch.process.kill()
-            launch.process.wait(10)
 
 
 def test_hostdev_behind_function_4_port_is_in_the_guest(

@@ -13,7 +13,6 @@ or any file written (the launch record, QEMU's log, the sim host and its state).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from launchtest import CAPS_81, DATA, QEMU, TOKEN, needs_qemu, vfioctl_argv
+from launchtest import CAPS_81, DATA, QEMU, TOKEN, needs_qemu, qmp_query, vfioctl_argv
 
 from vfioctl.conf import load_domain
 from vfioctl.errors import GroupNotViable, OperationInvalid
@@ -51,24 +50,10 @@ DOMAIN = DATA / "dryrun" / "token-pc.xml"      # 03:00.0 with token at 0x5, 04:0
 MULTI = DATA / "dryrun" / "multifunction.xml"  # 04:00.0 fn0 + 03:00.0 fn1 (token), slot 6
 
 
-def _query(socket: Path, cmd: str) -> Any:
-    from qemu.qmp import QMPClient
-
-    async def run() -> Any:
-        client = QMPClient("test")
-        await client.connect(str(socket))
-        try:
-            return await client.execute(cmd)
-        finally:
-            await client.disconnect()
-
-    return asyncio.run(run())
-
-
 def _pci_devices(socket: Path) -> dict[str, tuple[int, int, int]]:
     """qdev id -> (bus, slot, function) from QMP query-pci."""
     out = {}
-    for bus in _query(socket, "query-pci"):
+    for bus in qmp_query(socket, "query-pci"):
         for dev in bus["devices"]:
             if dev.get("qdev_id"):
                 out[dev["qdev_id"]] = (dev["bus"], dev["slot"], dev["function"])
@@ -104,15 +89,6 @@ def _contains_token(data: bytes) -> bool:
     return TOKEN.encode() in low or TOKEN.replace("-", "").encode() in low
 
 
-@pytest.fixture
-def launched() -> Iterator[list[Launch]]:
-    """Collects launches; whatever is still running at the end is killed and reaped."""
-    launches: list[Launch] = []
-    yield launches
-    for launch in launches:
-        if launch.process is not None and launch.process.poll() is None:
-            launch.process.kill()
-            launch.process.wait(10)
 
 
 def test_start_hot_adds_token_device_at_its_address(
@@ -125,7 +101,7 @@ def test_start_hot_adds_token_device_at_its_address(
     launched.append(launch)
 
     # The guest runs (cont succeeded) with both devices where the XML put them.
-    assert _query(launch.qmp_socket, "query-status")["status"] == "running"
+    assert qmp_query(launch.qmp_socket, "query-status")["status"] == "running"
     assert _pci_devices(launch.qmp_socket) == {"ua-pf0": (0, 5, 0), "hostdev0": (0, 2, 0)}
     # The token device went through QMP; the plain one was on the command line.
     assert [c for c, _ in sent] == ["device_add", "cont"]
@@ -195,7 +171,7 @@ def test_q35_token_device_hot_added_behind_root_port(host: SimHost, tmp_path: Pa
     deadline = time.monotonic() + 20
     while found != want and time.monotonic() < deadline:
         found = {}
-        for bus in _query(launch.qmp_socket, "query-pci"):
+        for bus in qmp_query(launch.qmp_socket, "query-pci"):
             for dev in bus["devices"]:
                 below = (dev.get("pci_bridge") or {}).get("devices") or []
                 for d in [dev, *below]:
