@@ -49,12 +49,19 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                        "vfioctl.state.tokens", "vfioctl.state.session", "vfioctl.hosts"),
     # the read model: what list/groups/show return, for every front end
     "vfioctl.model": ("vfioctl.host.linux", *_ABOVE_MECHANICS),
+    # persistent bindings: policy through the manager/facade, on any host through the seam
+    "vfioctl.persist": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.launch",
+                        "vfioctl.dra", "vfioctl.libvirt"),
+    # front ends built on the facade (public names only, see FRONT_ENDS)
+    "vfioctl.libvirt": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.dra"),
+    "vfioctl.dra": ("vfioctl.sim", "vfioctl.host.linux", "vfioctl.cli", "vfioctl.libvirt",
+                    "vfioctl.launch"),
     "vfioctl.sim": ("vfioctl.cli", "vfioctl.manager", "vfioctl.pci", "vfioctl.conf",
                     "vfioctl.qemu", "vfioctl.state", "vfioctl.launch", "vfioctl.vfio",
                     "vfioctl.hosts"),
 }
 # Front ends use public names only: what the facade and the modules' __all__ offer.
-FRONT_ENDS = ("vfioctl.cli", "vfioctl.launch")
+FRONT_ENDS = ("vfioctl.cli", "vfioctl.launch", "vfioctl.libvirt", "vfioctl.dra")
 
 
 def _modules() -> list[tuple[str, Path]]:

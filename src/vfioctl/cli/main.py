@@ -49,6 +49,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Capture this host's PCI and IOMMU sysfs into DIRECTORY (read-only on the host).",
     ),
     "sim": ("vfioctl.cli.cmd_sim:sim_cmd", "Simulated hosts: try vfioctl without VFIO hardware."),
+    "persist": (
+        "vfioctl.cli.cmd_persist:persist_cmd",
+        "Bindings that survive a reboot: list, remove, apply, install the boot hooks.",
+    ),
+    "libvirt": (
+        "vfioctl.cli.cmd_libvirt:libvirt_cmd",
+        "libvirt integration: the qemu hook (group rule, VF token), install, check a domain.",
+    ),
+    "dra": (
+        "vfioctl.cli.cmd_dra:dra_cmd",
+        "Kubernetes DRA driver: VFIO devices and VFs for pods and KubeVirt VMs.",
+    ),
     "detach": (
         "vfioctl.cli.cmd_manage:detach_cmd",
         "Detach PCI devices from their host drivers onto vfio-pci (or pci-stub).",
