@@ -168,11 +168,14 @@ def _count(devices: Sequence[object]) -> str:
               "where there is no terminal to ask on).")
 @click.option("--owner", metavar="NAME", default=None,
               help="Hold the devices for NAME (a guest); no other owner can take them.")
+@click.option("--persist", is_flag=True,
+              help="Also bind the same devices again at every boot (kept in "
+              "/etc/vfioctl, checked against the hardware; docs/persistence.md).")
 @dry_run_option
 @json_option
 @click.pass_obj
 def detach_cmd(ctx: Context, selectors: tuple[str, ...], group: bool, driver: str,
-               force: bool, yes: bool, owner: str | None, dry_run: bool,
+               force: bool, yes: bool, owner: str | None, persist: bool, dry_run: bool,
                as_json: bool) -> None:
     """Detach PCI devices from their host drivers onto vfio-pci (or pci-stub).
 
@@ -188,11 +191,41 @@ def detach_cmd(ctx: Context, selectors: tuple[str, ...], group: bool, driver: st
     if force:
         confirm_force(mgr, mgr.plan_detach(args, group=group, driver=driver, force=True,
                                            owner=owner), yes=yes, dry_run=dry_run)
+    if persist:
+        _detach_persist(ctx, mgr, args, group=group, driver=driver, force=force,
+                        owner=owner, dry_run=dry_run, as_json=as_json)
+        return
     run_or_plan(ctx, dry_run, as_json,
                 lambda: mgr.plan_detach(args, group=group, driver=driver, force=force,
                                         owner=owner),
                 lambda: mgr.detach(args, group=group, driver=driver, force=force,
                                    owner=owner))
+
+
+def _detach_persist(ctx: Context, mgr: HostdevManager, args: list[PciAddress], *,
+                    group: bool, driver: str, force: bool, owner: str | None,
+                    dry_run: bool, as_json: bool) -> None:
+    """``detach --persist``: everything that could refuse the persisting is checked
+    before the detach runs (vfioctl.persist.record), so a refusal changes nothing."""
+    from vfioctl.persist import require_etc
+    from vfioctl.persist.record import check_persistable, persist_detached, targets
+
+    paths = require_etc(ctx.host, "persist into")
+    plan = mgr.plan_detach(args, group=group, driver=driver, force=force, owner=owner)
+    config = check_persistable(ctx.host, paths, plan)
+    if dry_run:
+        show_outcome(ctx, plan, None, as_json)
+        if not as_json:
+            for addr in targets(plan):
+                click.echo(f"{addr}: would be persisted ({driver})")
+        return
+    report = mgr.detach(args, group=group, driver=driver, force=force, owner=owner)
+    assert report.plan is not None
+    show_outcome(ctx, report.plan, report, as_json)
+    for entry in persist_detached(ctx.host, paths, config, report.plan, driver):
+        if not as_json:
+            click.echo(f"{entry.address}: persisted ({driver}, IOMMU group "
+                       f"{dash(entry.iommu_group)}, {len(entry.members)} members)")
 
 
 @click.command("reattach")

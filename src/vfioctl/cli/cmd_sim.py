@@ -64,3 +64,67 @@ def generate_cmd(file: Path, functions: int, seed: int) -> None:
 
     file.write_text(generate_host(functions, seed))
     click.echo(f"wrote {file} ({functions} functions)")
+
+
+@sim_cmd.command("reboot")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reboot_cmd(file: Path, as_json: bool) -> None:
+    """Reboot simulated host FILE, then apply its persisted bindings as boot would.
+
+    Forgets what a reboot forgets: every bind and driver_override, VFs, VF tokens,
+    other processes' VFIO files and vfioctl's runtime state (FILE.state, the host's
+    /run). Keeps the hardware and FILE.etc (the host's /etc, where 'detach --persist'
+    writes). The boot then runs as on Linux: built-in drivers, the initramfs (with
+    vfioctl's hook, if installed), then udev device by device — vfioctl's rule, if
+    installed, before each device's modules load. Prints every bind in order.
+    """
+    from vfioctl.persist import boot, load
+    from vfioctl.persist.apply import Outcome, apply
+    from vfioctl.persist.paths import sim_etc
+    from vfioctl.sim.host import SimHost
+    from vfioctl.sim.reboot import reboot
+
+    if not file.is_file():
+        from vfioctl.sim.loader import read_host_file
+
+        read_host_file(file)           # the loader's own NotFound / ConfigError
+    paths = sim_etc(file)
+    config = load(paths)
+    early_rules = {str(e.address): e for e in config.entries} \
+        if boot.hook_installed(paths) else {}
+    helper = boot.helper_runs(paths)
+    lines: list[str] = []
+    outcomes: list[Outcome] = []
+
+    def early(addr: str, ident: str, subsystem: str) -> str | None:
+        e = early_rules.get(addr)
+        return e.driver if e is not None and (e.id, e.subsystem) == (ident, subsystem) \
+            else None
+
+    def on_add(host: SimHost, addr: str) -> None:
+        from vfioctl.manager import HostdevManager
+
+        if not helper:
+            return
+        now = load(paths)
+        boot.early_overrides(host, now)     # the helper's shell part
+        entries = [e for e in now.entries if str(e.address) == addr]
+        if entries:
+            outcomes.extend(apply(HostdevManager(host), paths, entries,
+                                  others=now.entries,
+                                  log=lambda line, problem: lines.append(
+                                      f"persist: {line}")))
+
+    log = reboot(file, early=early if early_rules else None, on_add=on_add)
+    if as_json:
+        click.echo(json.dumps({
+            "host": f"sim:{file}",
+            "binds": [{"address": a, "driver": d, "stage": st} for a, d, st in log.binds],
+            "persist": [o.to_json() for o in outcomes]}, indent=2))
+        return
+    click.echo(f"rebooted sim:{file}")
+    for addr, driver, stage in log.binds:
+        click.echo(f"bound {addr} to {driver} ({stage})")
+    for line in lines:
+        click.echo(line)
