@@ -15,8 +15,8 @@ every one has a default, so a host file written before them describes the same h
 - ``memory_mib`` (``MemTotal``) and ``hugepages = [{size_kib, total, free}]``
   (``proc/meminfo``, ``sys/kernel/mm/hugepages/hugepages-NkB/``); default: the two x86
   sizes with none reserved;
-- ``iommufd = true``: ``/dev/iommu`` and ``/dev/vfio/devices/vfioN`` exist (listed, not
-  openable: the simulator models the group API only, so users of the cdev fall back);
+- ``iommufd = true``: ``/dev/iommu`` and ``/dev/vfio/devices/vfioN`` exist; what opening
+  and binding them does depends on the kernel release (:mod:`vfioctl.sim.vfio`);
 - ``allow_unsafe_interrupts`` (vfio_iommu_type1's parameter) and
   ``interrupt_remapping`` (the DMAR unit's ecap IR bit; Intel hosts only);
 - ``[[process]]`` with ``pid``, ``comm`` and ``open`` (absolute paths of the files it

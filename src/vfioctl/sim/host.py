@@ -247,9 +247,7 @@ class SimHost:
                 fd += 1
             self._kvm_fds.add(fd)
             return fd
-        if node.key == "iommufd" or node.key.startswith("cdev:"):
-            # listed, not modelled: callers fall back to the group API
-            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), str(path))
+        # container, group, device cdev, iommufd: sim.vfio
         return self._mutate(lambda: self._kernel.vfio.open(node.key))
 
     def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:

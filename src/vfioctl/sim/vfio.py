@@ -29,6 +29,24 @@ device fd
   PF: ENOTTY; GET: EINVAL (never readable); SET: argsz < 24 EINVAL, else sets the token
   (also while VFs are open). Other features ENOTTY; other requests ENOTTY.
 
+``dev/vfio/devices/vfioN`` (device cdev; listed where the host has ``iommufd = true``,
+  the N-th device on vfio-pci in the order ``vfio-dev/vfioN`` numbers them) and
+  ``dev/iommu`` (an iommufd), ``drivers/vfio/device_cdev.c``:
+  open: a release before 6.6 has no cdev: ENXIO. BIND_IOMMUFD (argsz, flags, iommufd,
+  out_devid, token_uuid_ptr): argsz < 16 EINVAL; the struct copy
+  (``copy_struct_from_user``) is E2BIG when bytes past what the kernel knows are not zero
+  — 6.17.y knows only 16 bytes, so a set ``token_uuid_ptr`` is E2BIG there (the
+  simulator takes every 6.17.y as unfixed: which stable update took the fix is not
+  established here); 6.6-6.16: any flag EINVAL and no token check at all (a VF of a
+  userspace PF binds without one); 6.17 on: unknown flags EINVAL, then
+  ``vfio_df_check_token``: the token rules of the group path with the flag's UUID
+  (read from ``token_uuid_ptr``; a zero pointer EFAULT) or with none; a second bind on
+  the fd EINVAL; iommufd not open EBADF, not an iommufd EBADFD; the device's group open
+  through the group API EBUSY (``vfio_device_block_group``); the device already open
+  (either path) EINVAL (``vfio_df_open``: only the group path opens a device twice).
+  Before the bind every other ioctl on the cdev is EINVAL; after it the device fd
+  ioctls above. While a cdev is bound, opening its ``dev/vfio/N`` is EBUSY.
+
 File descriptors belong to the process (the :class:`VfioLayer` of one SimHost); the VF
 token is kernel state and is persisted with the host, and so are the other processes
 that hold VFIO files (:mod:`vfioctl.sim.users`). A group claimed by a container makes
@@ -38,6 +56,7 @@ file held open makes unbinding the device block (:mod:`vfioctl.sim.blocking`).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
@@ -87,7 +106,36 @@ class DeviceFile:
     group: Group
 
 
-OpenFile = Container | Group | DeviceFile
+@dataclass(eq=False)
+class CdevFile:
+    """An open ``/dev/vfio/devices/vfioN``: usable only once bound to an iommufd."""
+
+    name: str
+    index: int
+    bound: bool = False
+
+
+@dataclass(eq=False)
+class IommufdFile:
+    """An open ``/dev/iommu``."""
+
+
+OpenFile = Container | Group | DeviceFile | CdevFile | IommufdFile
+
+# include/uapi/linux/vfio.h: _IO(VFIO_TYPE, VFIO_BASE + 18), struct vfio_device_bind_iommufd
+VFIO_DEVICE_BIND_IOMMUFD = (ord(";") << 8) | (100 + 18)
+VFIO_DEVICE_BIND_FLAG_TOKEN = 1 << 0
+_BIND_MINSZ = 16                    # offsetofend(out_devid)
+_BIND_SIZE = 24                     # with token_uuid_ptr (6.17)
+CDEV_SINCE = (6, 6)
+BIND_TOKEN_SINCE = (6, 17)
+BIND_FIXED_SINCE = (6, 18)          # the copy_struct_from_user size fix (see docstring)
+
+
+def release_version(release: str) -> tuple[int, int]:
+    """``"6.17.3-amd64"`` -> ``(6, 17)``; an unreadable release counts as 0.0."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 class VfioLayer:
@@ -112,7 +160,18 @@ class VfioLayer:
             return False
         g = self.open_groups.get(group)
         return (g is not None and g.container is not None) or any(
-            u.group == group for u in self.users.values())
+            u.group == group for u in self.users.values()) or \
+            group in self._cdev_groups()
+
+    def _cdev_groups(self) -> set[int]:
+        """Groups with a device bound through its cdev (iommufd owns their DMA)."""
+        out = set()
+        for obj in self.fds.values():
+            if isinstance(obj, CdevFile) and obj.bound:
+                number = self.kernel.group_of(obj.name)
+                if number is not None:
+                    out.add(number)
+        return out
 
     def device_open(self, name: str) -> bool:
         """Some process has a VFIO device file of ``name`` open."""
@@ -144,9 +203,23 @@ class VfioLayer:
         files it holds."""
         out = {0: STDIO, 1: STDIO, 2: STDIO}
         for fd, obj in sorted(self.fds.items()):
-            out[fd] = (CONTAINER if isinstance(obj, Container) else
-                       f"/dev/vfio/{obj.number}" if isinstance(obj, Group) else DEVICE_FILE)
+            if isinstance(obj, Container):
+                out[fd] = CONTAINER
+            elif isinstance(obj, Group):
+                out[fd] = f"/dev/vfio/{obj.number}"
+            elif isinstance(obj, CdevFile):
+                out[fd] = f"/dev/vfio/devices/vfio{obj.index}"
+            elif isinstance(obj, IommufdFile):
+                out[fd] = "/dev/iommu"
+            else:
+                out[fd] = DEVICE_FILE
         return out
+
+    def cdev_device(self, index: int) -> SimDevice | None:
+        """The device behind ``vfio-dev/vfio<index>``: sysfs numbers the devices on
+        vfio-pci in the kernel's device order (:func:`vfioctl.sim.sysfs.build_tree`)."""
+        on_vfio = [d for d in self.kernel.devices.values() if d.driver == "vfio-pci"]
+        return on_vfio[index] if 0 <= index < len(on_vfio) else None
 
     # -- file operations ------------------------------------------------------------------------
     def _new_fd(self, obj: OpenFile) -> int:
@@ -159,8 +232,10 @@ class VfioLayer:
     def open(self, key: str) -> int:
         if key == "container":
             return self._new_fd(Container())
+        if key == "iommufd" or key.startswith("cdev:"):
+            return self._open_cdev(key)
         number = int(key.split(":", 1)[1])
-        if self.group_held(number):
+        if self.group_held(number) or number in self._cdev_groups():
             raise _e(errno.EBUSY)
         if not self.kernel.vfio_group_devices(number):
             raise _e(errno.ENODEV)
@@ -168,15 +243,34 @@ class VfioLayer:
         self.open_groups[number] = group
         return self._new_fd(group)
 
+    def _open_cdev(self, key: str) -> int:
+        if release_version(self.kernel.spec.kernel_release) < CDEV_SINCE:
+            raise _e(errno.ENXIO)
+        if key == "iommufd":
+            return self._new_fd(IommufdFile())
+        index = int(key.split(":", 1)[1])
+        dev = self.cdev_device(index)
+        if dev is None:
+            raise _e(errno.ENXIO)
+        return self._new_fd(CdevFile(dev.name, index))
+
+    def _device_closed(self, name: str) -> None:
+        self.device_opens[name] -= 1
+        if not self.device_opens[name]:
+            del self.device_opens[name]
+
     def close(self, fd: int) -> None:
         obj = self.fds.pop(fd, None)
         if obj is None:
             raise _e(errno.EBADF)
         self.kernel.version += 1
-        if isinstance(obj, DeviceFile):
-            self.device_opens[obj.name] -= 1
-            if not self.device_opens[obj.name]:
-                del self.device_opens[obj.name]
+        if isinstance(obj, CdevFile):
+            if obj.bound:
+                self._device_closed(obj.name)
+        elif isinstance(obj, IommufdFile):
+            pass
+        elif isinstance(obj, DeviceFile):
+            self._device_closed(obj.name)
             obj.group.open_devices -= 1
             self._maybe_release(obj.group)
         elif isinstance(obj, Group):
@@ -204,7 +298,64 @@ class VfioLayer:
             return self._container_ioctl(obj, request, arg)
         if isinstance(obj, Group):
             return self._group_ioctl(obj, request, arg)
+        if isinstance(obj, IommufdFile):
+            raise _e(errno.ENOTTY)
+        if isinstance(obj, CdevFile):
+            if request == VFIO_DEVICE_BIND_IOMMUFD:
+                return self._bind_iommufd(obj, arg)
+            if not obj.bound:
+                raise _e(errno.EINVAL)      # df->access_granted not yet set
         return self._device_ioctl(obj, request, arg)
+
+    def _bind_iommufd(self, f: CdevFile, arg: int | bytearray) -> int:
+        """``vfio_df_ioctl_bind_iommufd`` as each kernel generation has it."""
+        version = release_version(self.kernel.spec.kernel_release)
+        buf = _buf(arg, 4)
+        argsz = struct.unpack_from("<I", buf)[0]
+        if argsz < _BIND_MINSZ:
+            raise _e(errno.EINVAL)
+        if len(buf) < (_BIND_MINSZ if version < BIND_TOKEN_SINCE else argsz):
+            raise _e(errno.EFAULT)          # the kernel reads argsz bytes from 6.17
+        _, flags, iommufd, _ = struct.unpack_from("<IIiI", buf)
+        if version < BIND_TOKEN_SINCE:
+            known = _BIND_MINSZ             # copy_from_user(minsz); flags must be 0
+            if flags or iommufd < 0:
+                raise _e(errno.EINVAL)
+        else:
+            # copy_struct_from_user(&bind, ksize, arg, argsz): E2BIG when the user's
+            # bytes past ksize are not zero. 6.17 passed minsz as ksize.
+            known = _BIND_SIZE if version >= BIND_FIXED_SINCE else _BIND_MINSZ
+            if any(bytes(buf[known:argsz])):
+                raise _e(errno.E2BIG)
+            if iommufd < 0 or flags & ~VFIO_DEVICE_BIND_FLAG_TOKEN:
+                raise _e(errno.EINVAL)
+        if f.bound:
+            raise _e(errno.EINVAL)
+        dev = self.kernel.devices[f.name]
+        if version >= BIND_TOKEN_SINCE:     # vfio_df_check_token
+            token: uuid.UUID | None = None
+            if flags & VFIO_DEVICE_BIND_FLAG_TOKEN:
+                raw = bytes(buf[_BIND_MINSZ:min(argsz, known)]).ljust(8, b"\0")
+                ptr = struct.unpack_from("<Q", raw)[0]
+                if not ptr:
+                    raise _e(errno.EFAULT)
+                token = uuid.UUID(bytes=ctypes.string_at(ptr, 16))
+            self._validate_token(dev, token)
+        target = self.fds.get(iommufd)
+        if target is None:
+            raise _e(errno.EBADF)
+        if not isinstance(target, IommufdFile):
+            raise _e(errno.EBADFD)
+        number = self.kernel.group_of(f.name)
+        if number is not None and self.group_held(number):
+            raise _e(errno.EBUSY)           # vfio_device_block_group
+        if self.device_open(f.name):
+            raise _e(errno.EINVAL)          # vfio_df_open: cdev opens are exclusive
+        f.bound = True
+        self.device_opens[f.name] = self.device_opens.get(f.name, 0) + 1
+        self.kernel.version += 1
+        struct.pack_into("<I", buf, 12, f.index + 1)        # out_devid
+        return 0
 
     def _container_ioctl(self, c: Container, request: int, arg: int | bytearray) -> int:
         if request == uapi.VFIO_GET_API_VERSION:
@@ -323,7 +474,8 @@ class VfioLayer:
         if token is not None:
             raise _e(errno.EINVAL)              # "not a PF or VF"
 
-    def _device_ioctl(self, f: DeviceFile, request: int, arg: int | bytearray) -> int:
+    def _device_ioctl(self, f: DeviceFile | CdevFile, request: int,
+                      arg: int | bytearray) -> int:
         dev = self.kernel.devices[f.name]
         if request == uapi.VFIO_DEVICE_GET_INFO:
             buf = _buf(arg, 16)
