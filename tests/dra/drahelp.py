@@ -67,7 +67,7 @@ class FakeApiServer:
                 code, doc = api.route(self.command, self.path.split("?")[0], body)
                 self._send(code, doc)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -127,8 +127,9 @@ class FakeApiServer:
                 self.slices[name] = body
                 return 200, body
             if method == "DELETE":
-                self.slices.pop(name, None)
-                return 200, {"kind": "Status", "status": "Success"}
+                gone = self.slices.pop(name, None)
+                # the API server answers a delete with the object deleted
+                return (200, gone) if gone else self._not_found("slice")
         if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4 and parts[3] == NODE:
             return 200, {"apiVersion": "v1", "kind": "Node",
                          "metadata": {"name": NODE, "uid": self.node_uid}}
@@ -220,13 +221,25 @@ class PluginProcess:
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.paths.reg_socket.exists():
+            if self._accepts(self.paths.reg_socket):
                 return
             if self.proc.poll() is not None:
                 raise AssertionError(f"plugin exited {self.proc.returncode}: "
                                      + self.log.read_text())
             time.sleep(0.05)
         raise AssertionError("plugin did not start: " + self.log.read_text())
+
+    @staticmethod
+    def _accepts(path: Path) -> bool:
+        """A listener is there (a socket file left by a killed plugin is not one)."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(path))
+            except OSError:
+                return False
+            return True
 
     def stop(self) -> int:
         if self.proc.poll() is None:

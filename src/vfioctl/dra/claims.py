@@ -135,10 +135,25 @@ ClaimReader = Callable[[ClaimRef], Json]
 def kubernetes_reader(api_client: Any) -> ClaimReader:
     """Read claims through the official client (``resource.k8s.io/v1``), as JSON."""
     from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from vfioctl import HostError
 
     api = client.ResourceV1Api(api_client)
 
     def read(ref: ClaimRef) -> Json:
+        try:
+            return _read(ref)
+        except ApiException as err:
+            if err.status == 404:
+                raise NotFound(f"claim {ref.namespace}/{ref.name} not found in the API",
+                               hint="it was deleted; the kubelet stops retrying") from None
+            raise HostError(f"cannot read claim {ref.namespace}/{ref.name} from the API "
+                            f"server: {err.status} {err.reason}",
+                            hint="check the driver's RBAC (get resourceclaims); the "
+                            "kubelet retries") from None
+
+    def _read(ref: ClaimRef) -> Json:
         # The raw JSON, not the model: the parser reads the few fields it needs and
         # a newer API server's extra fields cannot fail a model's validation.
         response: Any = api.read_namespaced_resource_claim(ref.name, ref.namespace,

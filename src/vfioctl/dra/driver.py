@@ -85,8 +85,8 @@ class Driver:
         with self._session() as session:
             done = session.recover()
         for rec in done:
-            log.info("recovered: %s", rec)
-        return [str(r) for r in done]
+            log.info("recovered: %s", rec.describe())
+        return [r.describe() for r in done]
 
     # -- prepare ------------------------------------------------------------------------
     def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
@@ -109,6 +109,10 @@ class Driver:
                 log.warning("claim %s/%s (%s) not prepared: %s", ref.namespace, ref.name,
                             ref.uid, err)
                 raise ClaimError(f"cannot write the claim's files: {err}") from None
+            except Exception as err:   # a bug or an API client failure: say it, retry
+                log.exception("claim %s/%s (%s): internal error", ref.namespace, ref.name,
+                              ref.uid)
+                raise ClaimError(f"internal error: {type(err).__name__}: {err}") from None
 
     def _prepare(self, alloc: ClaimAllocation) -> list[PreparedDevice]:
         uid = alloc.ref.uid

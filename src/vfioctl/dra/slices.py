@@ -158,7 +158,9 @@ class Publisher:
             self._api.delete_resource_slice(slice_name(self.node, self.driver))
         except ApiException as err:
             if err.status != 404:
-                raise
+                log.warning("withdrawing the ResourceSlice failed: %s", err)
+        except Exception as err:   # shutting down: say so, never fail the exit for it
+            log.warning("withdrawing the ResourceSlice failed: %s", err)
 
 
 __all__ = ["API_VERSION", "Publisher", "build_slice", "fingerprint", "slice_name",
