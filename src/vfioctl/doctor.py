@@ -413,7 +413,40 @@ def run_checks(host: Host) -> list[Check]:
     return [check_iommu(host), check_interrupt_remapping(host), check_modules(host),
             check_dev_vfio(host), check_groups(host), check_iommufd(host),
             check_kvm(host), check_memlock(host), check_hugepages(host),
-            *check_resets(host)]
+            *check_resets(host), *check_persisted(host)]
+
+
+def check_persisted(host: Host) -> list[Check]:
+    """Persisted bindings (docs/persistence.md): each entry against the hardware now,
+    and whether boot applies them at all. Nothing persisted: no check."""
+    from vfioctl.persist.summary import summarize
+
+    found = summarize(host)
+    if found.error is not None:
+        return [Check("persisted", WARN, f"cannot read the persisted configuration: "
+                      f"{found.error}", "fix or remove /etc/vfioctl/persist.toml")]
+    if not found.verdicts:
+        return []
+    out = [Check(f"persisted {v.entry.address}", WARN, v.describe(),
+                 f"'vfioctl persist remove {v.entry.address}', or persist the new "
+                 f"hardware: 'vfioctl detach {v.entry.address} --persist'")
+           for v in found.changed]
+    out += [Check(f"persisted {v.entry.address}", INFO, v.describe())
+            for v in found.renumbered]
+    n = len(found.verdicts)
+    entries = "1 entry" if n == 1 else f"{n} entries"
+    if not found.boot_installed:
+        out.append(Check("persisted boot", WARN, f"{entries} persisted, but boot does "
+                         "not apply them: vfioctl's udev rule is not installed",
+                         "vfioctl persist install-boot"))
+    elif found.boot_stale:
+        out.append(Check("persisted boot", WARN, "the udev helper's table is older "
+                         "than the persisted configuration (edited by hand?)",
+                         "vfioctl persist install-boot (it rewrites it)"))
+    elif not found.changed:
+        out.append(Check("persisted boot", PASS, f"{entries} persisted, each matching "
+                         "the hardware; the udev rule applies them at boot"))
+    return out
 
 
 # -- readers ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from vfioctl.cli.render import dash, print_json, print_table
 
 if TYPE_CHECKING:
     from vfioctl.address import PciAddress
-    from vfioctl.manager import HostdevManager, Plan, Report
+    from vfioctl.manager import DeviceStatus, HostdevManager, Plan, Report
     from vfioctl.pci.usage import HostUse
 
 dry_run_option = click.option(
@@ -258,13 +258,31 @@ def reattach_cmd(ctx: Context, selectors: tuple[str, ...], group: bool,
 @click.pass_obj
 def status_cmd(ctx: Context, as_json: bool) -> None:
     """Show what vfioctl holds on this host, for whom, and each device's original driver."""
+    from vfioctl.persist.summary import summarize
+
     states = manager(ctx).status()
+    persisted = summarize(ctx.host)
     if as_json:
-        print_json({"host": ctx.host.name, "devices": [s.to_json() for s in states]})
+        doc: dict[str, object] = {"host": ctx.host.name,
+                                  "devices": [s.to_json() for s in states]}
+        if persisted.verdicts or persisted.error:
+            doc["persisted"] = {"error": persisted.error, "entries": [
+                {"address": str(v.entry.address), "matches": v.ok,
+                 "renumbered": v.renumbered, "problems": list(v.problems)}
+                for v in persisted.verdicts]}
+        print_json(doc)
         return
     if not states:
         click.echo("vfioctl holds no devices on this host")
-        return
+    else:
+        _status_table(states)
+    if persisted.error:
+        click.echo(f"persisted: cannot read the configuration: {persisted.error}")
+    for v in persisted.changed + persisted.renumbered:
+        click.echo(f"persisted {v.describe()}")
+
+
+def _status_table(states: list[DeviceStatus]) -> None:
     rows = []
     for st in states:
         rec = st.record

@@ -107,6 +107,7 @@ def helper_text(paths: EtcPaths, python: str) -> str:
     return f"""#!/bin/sh
 {MARK}: the udev helper (vfioctl persist install-boot).
 # Harmless when vfioctl is gone (its Python missing): it then does nothing; exits 0.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin; export PATH   # udev gives programs no PATH
 PYTHON={quoted}
 TABLE={table}
 [ -n "$1" ] && [ -r "$TABLE" ] && [ -x "$PYTHON" ] || exit 0
