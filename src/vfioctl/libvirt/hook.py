@@ -123,8 +123,17 @@ def request(session: Session, dom: LibvirtDomain
     from vfioctl.hostcheck import check_domain
 
     check_tokens(session, dom)
-    check_domain(session.host, dom.domain,
-                 allow_untrusted_pf=dom.meta.allow_untrusted_pf)
+    # The trust rule's opt-in is vfioctl's metadata attribute here, not start's option.
+    found = check_domain(session.host, dom.domain, allow_untrusted_pf=True)
+    if found.untrusted and not dom.meta.allow_untrusted_pf:
+        names = ", ".join(str(a) for a in found.untrusted)
+        raise ConfigError(
+            f"domain '{dom.name}' is a confidential guest (<launchSecurity type="
+            f"'{dom.domain.launch_security}'>) and {names} rests on a PF driven from "
+            "userspace (vfio-pci): an unattested driver that can reset it or, depending on "
+            "the device, see its data", hint="this cannot be made safe by vfioctl; if you "
+            "trust the PF's driver anyway, set allow-untrusted-pf='yes' on "
+            "<vfioctl:devices> in the domain's <metadata>")
     addrs = [hd.source for hd in dom.hostdevs if not hd.managed]
     group = {hd.source for hd in dom.hostdevs if not hd.managed and hd.group_allow}
     return addrs, group
