@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from vfioctl.cli.main import warn_on_success
+from vfioctl.conf.dialect import DEFAULT_LIBVIRT, LIBVIRT_DIALECTS
 
 _CAPS_OPTIONS = [
     click.option("--qemu", "qemu_bin", metavar="BIN",
@@ -48,6 +49,13 @@ def _host_checks(ctx: click.Context, domain: Any, allow_untrusted_pf: bool) -> b
     return True
 
 
+libvirt_option = click.option(
+    "--libvirt", "libvirt", type=click.Choice(list(LIBVIRT_DIALECTS)),
+    default=DEFAULT_LIBVIRT.version, show_default=True,
+    help="Read the hostdevs by this libvirt release's rules where releases differ "
+    "(11.3 also takes <driver/> without a name and <driver model='vfio-pci'>; "
+    "docs/hostdev-xml.md 'libvirt releases'); the QEMU arguments are the same.")
+
 allow_untrusted_option = click.option(
     "--allow-untrusted-pf", is_flag=True,
     help="Let a confidential guest (<launchSecurity>) have a VF of a PF driven from "
@@ -61,15 +69,16 @@ def _echo_json(doc: Any) -> None:
 @click.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@libvirt_option
 @allow_untrusted_option
 @click.pass_context
-def validate_cmd(ctx: click.Context, file: str, as_json: bool,
+def validate_cmd(ctx: click.Context, file: str, as_json: bool, libvirt: str,
                  allow_untrusted_pf: bool) -> None:
     """Check a libvirt domain XML's PCI hostdevs: schema, duplicates, and (with --host)
     whether each <vf-token> can work on that host. Exits 3 when invalid."""
     from vfioctl.conf import load_domain
 
-    domain = load_domain(file).domain
+    domain = load_domain(file, libvirt=libvirt).domain
     checked_host = _host_checks(ctx, domain, allow_untrusted_pf)
     if as_json:
         _echo_json({"file": file, "valid": True, "hostdevs": len(domain.hostdevs),
@@ -84,13 +93,14 @@ def validate_cmd(ctx: click.Context, file: str, as_json: bool,
 @click.option("--reveal", is_flag=True,
               help="Write VF tokens written in the file instead of '<vf-token redacted>' "
               "(a stored token, <vf-token/>, is never written).")
-def xml2xml_cmd(file: str, reveal: bool) -> None:
+@libvirt_option
+def xml2xml_cmd(file: str, reveal: bool, libvirt: str) -> None:
     """Print the domain XML with its PCI hostdevs in libvirt's canonical form; everything
     else is copied verbatim."""
     from vfioctl.conf import load_domain
     from vfioctl.conf.format import format_document
 
-    click.echo(format_document(load_domain(file), reveal=reveal), nl=False)
+    click.echo(format_document(load_domain(file, libvirt=libvirt), reveal=reveal), nl=False)
 
 
 @click.command("xml2argv")
@@ -100,18 +110,20 @@ def xml2xml_cmd(file: str, reveal: bool) -> None:
               help="Print VF tokens instead of '<vf-token redacted>' (a stored one, "
               "<vf-token/>, needs --host).")
 @click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
+@libvirt_option
 @allow_untrusted_option
 @click.pass_context
 def xml2argv_cmd(ctx: click.Context, file: str, qemu_bin: str | None, caps_file: str | None,
-                 qemu_version: str | None, reveal: bool, as_json: bool,
+                 qemu_version: str | None, reveal: bool, as_json: bool, libvirt: str,
                  allow_untrusted_pf: bool) -> None:
-    """Print the QEMU arguments for the domain's PCI hostdevs, one per line, as libvirt
-    9.0 writes them (JSON -device). VF tokens are redacted unless --reveal."""
+    """Print the QEMU arguments for the domain's PCI hostdevs, one per line, as libvirt 9.0
+    writes them (JSON -device). They are the same bytes as libvirt 11.3's; --libvirt
+    chooses whose rules read the file. VF tokens are redacted unless --reveal."""
     from vfioctl.conf import load_domain
     from vfioctl.qemu.argv import build_hostdev_devices, format_props_json
     from vfioctl.qemu.caps import resolve_caps
 
-    domain = load_domain(file).domain
+    domain = load_domain(file, libvirt=libvirt).domain
     if _host_checks(ctx, domain, allow_untrusted_pf) and reveal:
         from vfioctl.hostcheck import resolve_vf_tokens
 
@@ -126,6 +138,7 @@ def xml2argv_cmd(ctx: click.Context, file: str, qemu_bin: str | None, caps_file:
     if as_json:
         _echo_json({
             "file": file,
+            "libvirt": libvirt,
             "qemu": None if caps is None else {"version": caps.version_str,
                                                "source": caps.source},
             "devices": [{"props": d.props, "has_vf_token": d.has_token} for d in devices],

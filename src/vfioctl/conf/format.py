@@ -47,10 +47,12 @@ def format_hostdev(hd: HostdevDef, *, indent: str = "", reveal: bool = False) ->
     """
     i1, i2, i3 = indent + _INDENT, indent + 2 * _INDENT, indent + 3 * _INDENT
     lines = [f"<hostdev mode='subsystem' type='pci' managed='{'yes' if hd.managed else 'no'}'>"]
-    if hd.driver_name is not None or hd.driver_group is not None:
+    if hd.driver_name is not None or hd.driver_model is not None or hd.driver_group is not None:
         attrs = ""
         if hd.driver_name is not None:
             attrs += f" name={_q(hd.driver_name)}"
+        if hd.driver_model is not None:
+            attrs += f" model={_q(hd.driver_model)}"
         if hd.driver_group is not None:
             attrs += f" group={_q(hd.driver_group)}"
         lines.append(f"{i1}<driver{attrs}/>")

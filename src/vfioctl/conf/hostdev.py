@@ -82,7 +82,9 @@ class HostdevDef:
 
     ``driver_name`` is None when ``<driver>`` is absent (libvirt then picks VFIO);
     ``driver_group`` is vfioctl's ``group='allow'`` extension (docs/rationale.md "The
-    IOMMU-group rule"; never merged upstream). ``vf_token`` is the hostdev's VF token:
+    IOMMU-group rule"; never merged upstream). ``driver_model`` is libvirt ≥ 10.0's
+    ``<driver model>``, the host driver to bind; vfioctl binds vfio-pci, so it is None
+    or ``'vfio-pci'`` (:mod:`vfioctl.conf.dialect`). ``vf_token`` is the hostdev's VF token:
     a :class:`~vfioctl.secret.VfToken` written in the file (``<vf-token uuid='…'/>``,
     a secret in clear), :data:`FROM_STORE` (``<vf-token/>``: the token vfioctl holds for
     the VF's PF, resolved from the host at the last moment), or None.
@@ -92,6 +94,7 @@ class HostdevDef:
     managed: bool = False
     driver_name: str | None = None
     driver_group: str | None = None
+    driver_model: str | None = None
     vf_token: VfToken | StoredTokenRef | None = field(default=None, repr=False)
     boot_order: int | None = None
     alias: str | None = None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vfioctl.address import PciAddress
+from vfioctl.conf.dialect import DEFAULT_LIBVIRT, LibvirtDialect, libvirt_dialect
 from vfioctl.conf.hostdev import (
     FROM_STORE,
     LAUNCH_SECURITY_TYPES,
@@ -57,6 +58,13 @@ _SOURCE_ADDRESS_ATTRS = frozenset({"domain", "bus", "slot", "function"})
 # libvirt knows these inside a PCI hostdev; vfioctl does not model them (yet).
 _LIBVIRT_ONLY_CHILDREN = frozenset({"teaming", "acpi"})
 _OTHER_HOSTDEV_TYPES = frozenset({"usb", "scsi", "scsi_host", "mdev"})
+# libvirt >= 10.0's <driver model>: a host driver name (basictypes.rng genericName).
+_DRIVER_MODEL_RE = re.compile(r"[a-zA-Z0-9_+-]+")
+# Hostdev attributes a newer libvirt knows (vfioctl.conf.dialect), for the hint.
+_NEWER_ATTRS = {("driver", "model"): "libvirt >= 10.0", ("hostdev", "display"): "libvirt 11.3",
+                ("hostdev", "ramfb"): "libvirt 11.3"}
+# The driver vfioctl binds; a <driver model> naming it changes nothing.
+_VFIO_PCI = "vfio-pci"
 # Used with fullmatch: "$" would also match before a trailing newline ("&#10;").
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _ALIAS_RE = re.compile(r"ua-[A-Za-z0-9_-]+")
@@ -102,8 +110,12 @@ class DomainDocument:
     text: str
 
 
-def parse_file(path: str | Path) -> DomainDocument:
+def parse_file(path: str | Path, *,
+               libvirt: str | LibvirtDialect | None = None) -> DomainDocument:
     """Read and parse a libvirt domain XML file.
+
+    ``libvirt`` is the release whose rules apply where releases differ ("9.0",
+    "11.3"; None: :data:`~vfioctl.conf.dialect.DEFAULT_LIBVIRT`).
 
     Raises:
         NotFound: there is no such file (exit 4, like every missing input).
@@ -123,12 +135,15 @@ def parse_file(path: str | Path) -> DomainDocument:
                                hint="run as a user who may read it") from err
     except OSError as err:
         raise XmlError(f"cannot read {name}: {err.strerror}") from err
-    return parse_string(data, filename=name)
+    return parse_string(data, filename=name, libvirt=libvirt)
 
 
-def parse_string(data: str | bytes, *, filename: str = "<string>") -> DomainDocument:
+def parse_string(data: str | bytes, *, filename: str = "<string>",
+                 libvirt: str | LibvirtDialect | None = None) -> DomainDocument:
     """Parse a libvirt domain XML document held in memory; see :func:`parse_file`."""
     from lxml import etree
+
+    dialect = libvirt_dialect(libvirt)
 
     text = data if isinstance(data, str) else None
     if isinstance(data, str):
@@ -147,12 +162,13 @@ def parse_string(data: str | bytes, *, filename: str = "<string>") -> DomainDocu
             text = data.decode(encoding)
         except (LookupError, UnicodeDecodeError) as err:
             raise XmlError(f"{filename}: cannot decode the document as {encoding}") from err
-    return _Parser(filename).document(root, text)
+    return _Parser(filename, dialect).document(root, text)
 
 
 class _Parser:
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, dialect: LibvirtDialect) -> None:
         self.file = filename
+        self.dialect = dialect
 
     # -- helpers --------------------------------------------------------------------
     def loc(self, el: Any) -> Location:
@@ -206,8 +222,12 @@ class _Parser:
     def check_attrs(self, el: Any, allowed: frozenset[str], where: str) -> None:
         for attr in el.attrib:
             if attr not in allowed:
+                newer = _NEWER_ATTRS.get((_tag(el), attr))
+                hint = (f"{newer} has it, {self.dialect} does not: read the file with "
+                        f"--libvirt {DEFAULT_LIBVIRT.version}" if newer else
+                        "vfioctl does not ignore what it does not understand")
                 raise self.error(el, f"unknown attribute '{attr}' on <{_tag(el)}> {where}",
-                                 hint="vfioctl does not ignore what it does not understand")
+                                 hint=hint)
 
     def no_text(self, el: Any, where: str) -> None:
         if el.text and el.text.strip():
@@ -453,6 +473,8 @@ class _Parser:
             raise self.error(el, "missing hostdev subsys type")
         if kind != "pci":
             raise self.error(el, f"unknown host device source address type '{kind}'")
+        if self.dialect.hostdev_display:
+            self.display_attrs(el)
         self.check_attrs(el, _HOSTDEV_ATTRS, "in a hostdev")
         self.no_text(el, "in a hostdev")
 
@@ -470,7 +492,10 @@ class _Parser:
                                  "and address (see docs/hostdev-xml.md)")
             if tag in children:
                 raise self.error(child, f"element <{tag}> appears twice in a hostdev")
-            self.check_attrs(child, _CHILD_ATTRS[tag], "in a hostdev")
+            allowed = _CHILD_ATTRS[tag]
+            if tag == "driver" and self.dialect.driver_model:
+                allowed = allowed | {"model"}
+            self.check_attrs(child, allowed, "in a hostdev")
             if tag != "source":
                 for sub in child:
                     if isinstance(sub.tag, str):
@@ -482,10 +507,14 @@ class _Parser:
         if managed not in (None, "yes", "no"):
             raise self.error(el, f"invalid managed value '{managed}' (expected yes or no)")
 
-        driver_name = driver_group = None
+        driver_name = driver_group = driver_model = None
         if (drv := children.get("driver")) is not None:
             self.no_text(drv, "in a hostdev")
             driver_name = drv.get("name")
+            if driver_name is None and self.dialect.driver_name_required:
+                raise self.error(drv, f"<driver> in a hostdev needs name='vfio' "
+                                 f"({self.dialect}'s schema requires it)",
+                                 hint="write <driver name='vfio'/>, or leave <driver> out")
             if driver_name in ("kvm", "xen"):
                 raise self.unsupported(
                     drv, f"PCI passthrough backend '{driver_name}' is not supported by vfioctl",
@@ -493,6 +522,7 @@ class _Parser:
             if driver_name not in (None, "vfio"):
                 raise self.error(drv, f"Unknown PCI device <driver name='{driver_name}'/> "
                                  "has been specified")
+            driver_model = self.driver_model(drv)
             driver_group = drv.get("group")
             if driver_group not in (None, "allow"):
                 raise self.error(drv, f"invalid driver group '{driver_group}' (only 'allow')")
@@ -542,6 +572,7 @@ class _Parser:
             managed=managed == "yes",
             driver_name=driver_name,
             driver_group=driver_group,
+            driver_model=driver_model,
             vf_token=vf_token,
             boot_order=boot_order,
             alias=alias,
@@ -551,6 +582,36 @@ class _Parser:
         )
         self.schema_check(el)
         return hd
+
+    def display_attrs(self, el: Any) -> None:
+        """libvirt 11.3's ``display``/``ramfb`` on a PCI hostdev (a vGPU's console):
+        libvirt writes ``"display"`` (and ``vfio-pci-nohotplug`` for ramfb); vfioctl
+        does not, so it says so instead of calling them unknown."""
+        given = [f"{a}='{el.get(a)}'" for a in ("display", "ramfb")
+                 if self.onoff(el, a) is not None]
+        if given:
+            raise self.unsupported(
+                el, f"{' '.join(given)} on a PCI hostdev {'is' if len(given) == 1 else 'are'} "
+                "not supported by vfioctl",
+                hint=f"remove {'it' if len(given) == 1 else 'them'}, or let libvirt start this "
+                "guest")
+
+    def driver_model(self, drv: Any) -> str | None:
+        """libvirt >= 10.0's ``<driver model='…'>``: the host driver libvirt binds
+        instead of vfio-pci (a VFIO variant driver such as mlx5_vfio_pci). vfioctl
+        binds vfio-pci, so only that model is accepted."""
+        model: str | None = drv.get("model")
+        if model is None:
+            return None
+        if not _DRIVER_MODEL_RE.fullmatch(model):
+            raise self.error(drv, f"invalid driver model '{model}' (letters, digits, "
+                             "'_', '+' and '-' only)")
+        if model != _VFIO_PCI:
+            raise self.unsupported(
+                drv, f"VFIO variant driver '{model}' (<driver model>) is not supported by "
+                "vfioctl", hint="vfioctl binds vfio-pci: remove model= (or write "
+                "model='vfio-pci'), or let libvirt >= 10.0 start this guest")
+        return model
 
     def source(self, src: Any) -> tuple[PciAddress, VfToken | StoredTokenRef | None]:
         self.no_text(src, "in a hostdev")
