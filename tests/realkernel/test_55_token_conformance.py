@@ -384,6 +384,21 @@ def test_token_contract(userspace_pf: object, differential: object, name: str,
     _assert(_both(userspace_pf, differential, name, path))
 
 
+@pytest.mark.skipif(not IN_VM, reason="real kernel: runs in the test VM")
+def test_the_twin_gives_the_same_answers(userspace_pf: object, differential: object
+                                         ) -> None:
+    """Every scenario above also ran on the simulated twin: its answers equal the
+    expectations (a twin without the kernel's cdev is reported by test_90 instead)."""
+    from .differential import Differential
+
+    assert isinstance(differential, Differential)
+    if not differential.enabled:
+        pytest.skip("no simulated twin (vfioctl.sim not importable)")
+    wrong = [f for f in differential.findings
+             if f.startswith("token conformance (")]
+    assert not wrong, "\n".join(wrong)
+
+
 def _rebind(kernel: object) -> None:
     """PF off and back onto vfio-pci (``vfio_pci_vf_uninit()``/``_init()``: a new
     random token), VFs re-created."""
