@@ -79,9 +79,11 @@ def check(host: Host, entry: Entry) -> Verdict:
     if me.subsystem != entry.subsystem:
         problems.append(f"its subsystem ids are now {me.subsystem} (persisted "
                         f"{entry.subsystem})")
-    now = group_members(dev)
-    if set(now) != set(entry.members):
-        problems.append(_group_change(entry.members, now))
+    # the device's own ids are reported above; here: who else is in the group
+    now = tuple(m for m in group_members(dev) if m.address != entry.address)
+    then = tuple(m for m in entry.members if m.address != entry.address)
+    if set(now) != set(then):
+        problems.append(_group_change(then, now))
     return Verdict(entry, tuple(problems), dev.iommu_group)
 
 

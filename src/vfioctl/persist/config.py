@@ -140,10 +140,10 @@ def parse(text: str, name: str) -> Config:
 
 
 def _entry(t: Mapping[str, Any], where: str) -> Entry:
-    _keys(t, {"address", "id", "subsystem", "driver", "iommu_group", "members", "numvfs",
-              "token", "persisted_at"}, where)
     addr = _address(t, "address", where)
     where = f"{where} ({addr})"
+    _keys(t, {"address", "id", "subsystem", "driver", "iommu_group", "members", "numvfs",
+              "token", "persisted_at"}, where)
     driver = t.get("driver", "vfio-pci")
     if driver not in DRIVERS:
         raise ConfigError(f"{where}: driver must be one of {', '.join(DRIVERS)}, got "
