@@ -45,7 +45,8 @@ def verdict(xml: str, release: str) -> str:
 
 
 # (document, what 9.0 makes of it, what 11.3 makes of it), each measured: 9.0's schema
-# refuses all of these; 11.3 accepts them all but the malformed model.
+# refuses all of these; 11.3's accepts them all but the malformed values and the second
+# <pstore> (an element 9.0 does not know).
 DIFFERENCES = {
     "driver-no-name": (variant(PLAIN_DRIVER, "<driver/>"), "XmlError", "ok"),
     "driver-model-vfio-pci": (variant(PLAIN_DRIVER, "<driver name='vfio' model='vfio-pci'/>"),
@@ -62,6 +63,10 @@ DIFFERENCES = {
                     "XmlError", "UnsupportedConfig"),
     "display-bad-value": (variant("managed='yes'>", "managed='yes' display='yes'>"),
                           "XmlError", "XmlError"),
+    "two-watchdogs": (variant("  </devices>", "    <watchdog model='i6300esb'/>\n"
+                              "    <watchdog model='ib700'/>\n  </devices>"), "XmlError", "ok"),
+    "two-pstores": (variant("  </devices>", "    <pstore backend='acpi-erst'/>\n" * 2
+                            + "  </devices>"), "XmlError", "XmlError"),
 }
 
 

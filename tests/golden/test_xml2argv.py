@@ -68,6 +68,7 @@ STRICTER_THAN_LIBVIRT: dict[str, dict[str, str]] = {
     "11.3": {
         **_BOTH,
         "hostdev-devices-twice": SCHEMA_REFUSES,
+        "hostdev-throttlegroups-twice": SCHEMA_REFUSES,
         "hostdev-entity-hostdev": SCHEMA_REFUSES,
         "hostdev-vf-token-newline": SCHEMA_REFUSES,
         "hostdev-driver-model-invalid": SCHEMA_REFUSES,

@@ -13,6 +13,8 @@ vfio-pci arguments of a document both accept:
 - libvirt 11.3's schema lets a PCI hostdev say ``display`` and ``ramfb`` (9.0's only
   an mdev); 11.3 then writes ``"display":"on"`` and, for ``ramfb``, the driver
   ``vfio-pci-nohotplug``.
+- Outside hostdevs: 9.0's schema allows one ``<watchdog>`` in ``<devices>``, 11.3's
+  any number.
 
 The newest measured release is the default: that is what users run.
 """
@@ -31,15 +33,16 @@ class LibvirtDialect:
     driver_name_required: bool
     driver_model: bool
     hostdev_display: bool
+    watchdog_once: bool
 
     def __str__(self) -> str:
         return f"libvirt {self.version}"
 
 
 LIBVIRT_9_0: Final = LibvirtDialect("9.0", driver_name_required=True, driver_model=False,
-                                    hostdev_display=False)
+                                    hostdev_display=False, watchdog_once=True)
 LIBVIRT_11_3: Final = LibvirtDialect("11.3", driver_name_required=False, driver_model=True,
-                                     hostdev_display=True)
+                                     hostdev_display=True, watchdog_once=False)
 LIBVIRT_DIALECTS: Final = {d.version: d for d in (LIBVIRT_9_0, LIBVIRT_11_3)}
 DEFAULT_LIBVIRT: Final = LIBVIRT_11_3
 

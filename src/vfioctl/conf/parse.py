@@ -69,20 +69,22 @@ _VFIO_PCI = "vfio-pci"
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _ALIAS_RE = re.compile(r"ua-[A-Za-z0-9_-]+")
 
-# Elements libvirt 9.0's domain schema (domaincommon.rng) allows at most once: in
-# <domain>, in <devices>, and the <type> of <os>. libvirt's parser reads the first one
-# of each (and merges every <devices>), so a second one would be silently ignored by
-# libvirt and by vfioctl; libvirt's schema refuses it, and so does vfioctl.
+# Elements libvirt's domain schema (domaincommon.rng) allows at most once: in <domain>,
+# in <devices>, and the <type> of <os> (9.0's, plus what 11.3's adds: throttlegroups,
+# pstore; 11.3 allows several watchdogs, see vfioctl.conf.dialect). libvirt's parser
+# reads the first one of each (and merges every <devices>), so a second one would be
+# silently ignored by libvirt and by vfioctl; libvirt's schema refuses it, and so does
+# vfioctl.
 _DOMAIN_SINGLETONS = frozenset({
     "name", "uuid", "genid", "title", "description", "metadata", "cpu", "bootloader",
     "bootloader_args", "os", "clock", "memory", "maxMemory", "currentMemory",
     "memoryBacking", "vcpu", "vcpus", "iothreads", "iothreadids", "defaultiothread",
     "blkiotune", "memtune", "cputune", "numatune", "resource", "features", "on_reboot",
     "on_poweroff", "on_crash", "on_lockfailure", "pm", "perf", "idmap", "devices",
-    "keywrap", "launchSecurity",
+    "keywrap", "launchSecurity", "throttlegroups",
 })
 _DEVICES_SINGLETONS = frozenset({"emulator", "watchdog", "memballoon", "nvram", "iommu",
-                                 "vsock"})
+                                 "vsock", "pstore"})
 _OS_SINGLETONS = frozenset({"type"})
 # What vfioctl reads from a device that is not a hostdev; every libvirt device allows
 # each of these once (a second <address>, say, would be ignored by libvirt's parser).
@@ -256,7 +258,10 @@ class _Parser:
         others: list[OtherDeviceDef] = []
         devices = root.find("devices")
         if devices is not None:
-            self.check_once(devices, _DEVICES_SINGLETONS, "<devices>")
+            once = _DEVICES_SINGLETONS
+            if not self.dialect.watchdog_once:
+                once = once - {"watchdog"}
+            self.check_once(devices, once, "<devices>")
             self.check_foreign(devices, None, "<devices>")
         emulator = root.find("devices/emulator")
         for el in devices if devices is not None else ():
