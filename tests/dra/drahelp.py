@@ -204,12 +204,13 @@ class PluginProcess:
 
     def __init__(self, host_spec: str, paths: PluginPaths, kubeconfig: Path,
                  log: Path, *, wrapper: Sequence[str] = (), env: dict[str, str] | None = None,
-                 publish: bool = True) -> None:
+                 publish: bool = True, extra: Sequence[str] = ()) -> None:
         cmd = [sys.executable, *wrapper] if wrapper else [sys.executable, "-m", "vfioctl"]
         cmd += ["--host", host_spec, "dra", "plugin", "--node-name", NODE,
                 *paths.args(), "--kubeconfig", str(kubeconfig), "--interval", "0.2"]
         if not publish:
             cmd.append("--no-publish")
+        cmd += extra
         self.paths = paths
         self.log = log
         full_env = {**os.environ, **(env or {})}

@@ -19,6 +19,7 @@ import click
 
 from vfioctl.cli.main import Context
 from vfioctl.cli.render import print_json
+from vfioctl.dra.cdi import CDI_VERSION, CDI_VERSIONS
 
 _PATH = click.Path(path_type=Path)
 
@@ -71,6 +72,9 @@ def _api_client(kubeconfig: Path | None) -> Any:
 @click.option("--state-dir", type=_PATH, default=Path("/var/run/vfioctl-dra"),
               show_default=True, help="Per-claim files mounted into containers "
               "(VF token, device metadata).")
+@click.option("--cdi-version", type=click.Choice(CDI_VERSIONS), default=CDI_VERSION,
+              show_default=True, help="The CDI spec version the specs claim (an older "
+              "container runtime refuses a newer one).")
 @click.option("--kubeconfig", type=_PATH, default=None,
               help="A kubeconfig (default: in-cluster credentials, else ~/.kube/config).")
 @click.option("--publish/--no-publish", default=True, show_default=True,
@@ -79,8 +83,8 @@ def _api_client(kubeconfig: Path | None) -> Any:
               help="Seconds between checks for changed devices.")
 @click.pass_obj
 def plugin_cmd(ctx: Context, node_name: str, driver_name: str, registry_dir: Path,
-               plugins_dir: Path, cdi_dir: Path, state_dir: Path, kubeconfig: Path | None,
-               publish: bool, interval: float) -> None:
+               plugins_dir: Path, cdi_dir: Path, state_dir: Path, cdi_version: str,
+               kubeconfig: Path | None, publish: bool, interval: float) -> None:
     """Run the kubelet plugin and the ResourceSlice publisher until SIGTERM."""
     import vfioctl
     from vfioctl.dra.claims import kubernetes_reader
@@ -93,7 +97,8 @@ def plugin_cmd(ctx: Context, node_name: str, driver_name: str, registry_dir: Pat
         logging.basicConfig(level=logging.INFO, format="vfioctl: %(message)s")
     config = DriverConfig(node_name=node_name, driver_name=driver_name,
                           registry_dir=registry_dir, plugins_dir=plugins_dir,
-                          cdi_dir=cdi_dir, state_dir=state_dir, host=ctx.host_spec)
+                          cdi_dir=cdi_dir, state_dir=state_dir, host=ctx.host_spec,
+                          cdi_version=cdi_version)
     # the socket paths are checked before anything is started or written
     _ = (config.registration_socket, config.dra_socket)
 

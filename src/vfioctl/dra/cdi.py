@@ -8,8 +8,11 @@ of its devices is requested; each device adds its group's ``/dev/vfio/N`` and, f
 VF of a PF driven from userspace, its VF token as a read-only bind mount with the
 *path* in ``VFIOCTL_VF_TOKEN_FILE``. The token itself is never in the spec.
 
-``CDI_VERSION`` is the version of the CDI specification these files follow (the
-fields used — deviceNodes, mounts, env — are in every version since 0.3.0).
+``CDI_VERSION`` is the version of the CDI specification these files follow by default,
+the current one (0.8.0). The fields used — deviceNodes, mounts, env — are in every
+version since 0.3.0, and a runtime refuses a spec newer than the CDI library it was
+built with, so an older runtime is served with ``--cdi-version`` (one of
+``CDI_VERSIONS``): the document is the same, only the version it claims differs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 CDI_VERSION = "0.8.0"
+CDI_VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0")
 CDI_CLASS = "vfio"
 VFIO_CONTAINER = "/dev/vfio/vfio"
 #: Where a VF token file appears in the container; the env var names the file.
@@ -69,7 +73,8 @@ def token_container_path(device: str) -> str:
 
 
 def build_spec(driver: str, uid: str, devices: Sequence[CdiDevice],
-               metadata_mounts: Sequence[tuple[Path, str]]) -> dict[str, Any]:
+               metadata_mounts: Sequence[tuple[Path, str]], *,
+               version: str = CDI_VERSION) -> dict[str, Any]:
     """The spec document (see the module docstring)."""
     out_devices: list[dict[str, Any]] = []
     for dev in devices:
@@ -91,7 +96,7 @@ def build_spec(driver: str, uid: str, devices: Sequence[CdiDevice],
     if metadata_mounts:
         common["mounts"] = [{"hostPath": str(host), "containerPath": target,
                              "options": list(_RO_MOUNT)} for host, target in metadata_mounts]
-    return {"cdiVersion": CDI_VERSION, "kind": kind(driver), "devices": out_devices,
+    return {"cdiVersion": version, "kind": kind(driver), "devices": out_devices,
             "containerEdits": common}
 
 
@@ -123,7 +128,7 @@ def remove_spec(path: Path) -> bool:
     return True
 
 
-__all__ = ["CDI_CLASS", "CDI_VERSION", "METADATA_DIR", "TOKEN_ENV", "TOKEN_MOUNT_DIR",
-           "VFIO_CONTAINER", "CdiDevice", "build_spec", "cdi_name", "kind", "qualified",
-           "remove_spec", "spec_path", "token_container_path", "write_atomic",
+__all__ = ["CDI_CLASS", "CDI_VERSION", "CDI_VERSIONS", "METADATA_DIR", "TOKEN_ENV",
+           "TOKEN_MOUNT_DIR", "VFIO_CONTAINER", "CdiDevice", "build_spec", "cdi_name",
+           "kind", "qualified", "remove_spec", "spec_path", "token_container_path", "write_atomic",
            "write_spec"]

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vfioctl.dra.cdi import CDI_VERSION
 from vfioctl.errors import UsageError
 
 DEFAULT_DRIVER = "vfio.vfioctl.io"
@@ -67,6 +68,7 @@ class DriverConfig:
     cdi_dir: Path = DEFAULT_CDI_DIR
     state_dir: Path = DEFAULT_STATE_DIR
     host: str | None = None
+    cdi_version: str = CDI_VERSION
 
     def __post_init__(self) -> None:
         check_driver_name(self.driver_name)

@@ -126,7 +126,8 @@ class Driver:
             cdi_devices = self._cdi_devices(session, uid, alloc.devices, addrs)
         mounts = self._write_metadata(alloc, addrs)
         cdi.write_spec(self.spec_path(uid), cdi.build_spec(
-            self.config.driver_name, uid, cdi_devices, mounts))
+            self.config.driver_name, uid, cdi_devices, mounts,
+            version=self.config.cdi_version))
         log.info("claim %s/%s (%s) prepared: %s", alloc.ref.namespace, alloc.ref.name, uid,
                  ", ".join(str(a) for a in addrs))
         driver = self.config.driver_name
