@@ -53,8 +53,12 @@ def hook_cmd(ctx: Context, domain: str, op: str, subop: str, extra: str | None) 
               help="Where to write the emulator wrapper (a domain's <emulator>).")
 @click.option("--qemu", "qemu_bin", default="/usr/bin/qemu-system-x86_64",
               show_default=True, metavar="BIN", help="The QEMU the wrapper runs.")
+@click.option("--wrapper-python", default="/usr/bin/python3", show_default=True,
+              metavar="BIN", help="The Python that runs the wrapper (as QEMU's user; "
+              "the standard library is enough).")
 @click.pass_obj
-def install_cmd(ctx: Context, hooks_dir: Path, wrapper: Path, qemu_bin: str) -> None:
+def install_cmd(ctx: Context, hooks_dir: Path, wrapper: Path, qemu_bin: str,
+                wrapper_python: str) -> None:
     """Install the qemu.d/vfioctl hook script and the emulator wrapper (again: nothing
     changes). An existing hooks/qemu script keeps working. The hook runs with the
     vfioctl settings given now (--host, VFIOCTL_STATE_DIR …): libvirt clears hooks'
@@ -66,7 +70,8 @@ def install_cmd(ctx: Context, hooks_dir: Path, wrapper: Path, qemu_bin: str) -> 
     env = dict(os.environ)
     if ctx.host_spec:
         env["VFIOCTL_HOST"] = ctx.host_spec
-    for change in install(hooks_dir, wrapper, qemu=qemu_bin, env=env):
+    for change in install(hooks_dir, wrapper, qemu=qemu_bin, wrapper_python=wrapper_python,
+                          env=env):
         click.echo(change.describe())
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from vfioctl.errors import VfioctlError
 from vfioctl.libvirt.domain import LibvirtDomain
-from vfioctl.libvirt.hook import check_tokens, request
+from vfioctl.libvirt.hook import check_tokens, request, with_libvirt_hint
 
 if TYPE_CHECKING:
     from vfioctl import Session
@@ -81,6 +81,8 @@ def check(session: Session, dom: LibvirtDomain) -> DomainReport:
         addrs, group = request(session, dom)
         if addrs:
             plan = session.plan_prepare(dom.owner, addrs, group=group)
+            for refusal in plan.refusals:
+                with_libvirt_hint(refusal.error, addrs, group)
             rep.lines.append("prepare begin (the manager's plan):")
             rep.lines += [f"  {line}" for line in plan.describe()]
             if not plan.ok:

@@ -43,7 +43,7 @@ class LibvirtDomain:
     def owner(self) -> str:
         """Who holds the domain's devices in vfioctl's records: libvirt, the name and
         the UUID (a domain defined again under the same name is another owner)."""
-        return f"libvirt:{self.name}:{self.uuid}"
+        return owner(self.name, self.uuid)
 
     @property
     def hostdevs(self) -> tuple[HostdevDef, ...]:
@@ -55,13 +55,67 @@ class LibvirtDomain:
         return tuple(hd for hd in self.hostdevs if hd.token_from_store)
 
 
-def _strip_other_hostdevs(root: Any) -> None:
-    """Drop ``<hostdev>``s that are not PCI subsystem devices (USB, SCSI, mdev…): they
-    are libvirt's alone, and the library's parser refuses what it does not handle."""
+def owner(name: str, uuid: str) -> str:
+    """The owner of a libvirt domain's devices in vfioctl's records."""
+    return f"libvirt:{name}:{uuid}"
+
+
+def _as_defined(root: Any) -> None:
+    """Make a live definition read like a defined one: drop ``<hostdev>``s that are not
+    PCI subsystem devices (USB, SCSI, mdev…: libvirt's alone, and the library's parser
+    refuses what it does not handle), and the aliases libvirt assigned at start
+    (``hostdev0``, ``pci.1``: a definition may carry only ``ua-`` ones)."""
     for devices in root.findall("devices"):
         for hd in devices.findall("hostdev"):
             if hd.get("mode", "subsystem") != "subsystem" or hd.get("type") != "pci":
                 devices.remove(hd)
+        for dev in devices:
+            for alias in dev.findall("alias"):
+                if not (alias.get("name") or "").startswith("ua-"):
+                    dev.remove(alias)
+
+
+def _parse(xml: str | bytes, filename: str) -> Any:
+    """The ``<domain>`` element, parsed as the library's parser does (no entities, no
+    network), with its syntax errors as :class:`XmlError` with file:line."""
+    from lxml import etree
+
+    data = xml.encode() if isinstance(xml, str) else xml
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as err:
+        line = err.lineno or None
+        msg = err.msg.rsplit(", line ", 1)[0] if err.msg else "not well-formed"
+        where = f"{filename}:{line}" if line else filename
+        raise XmlError(f"{where}: XML syntax error: {msg}", line=line) from None
+    if not isinstance(root.tag, str) or root.tag != "domain":
+        raise XmlError(f"{filename}: the document is not a libvirt <domain>")
+    return root
+
+
+def _identity(root: Any, filename: str, name: str | None) -> tuple[str, str]:
+    dom_name = (root.findtext("name") or "").strip()
+    uuid = (root.findtext("uuid") or "").strip()
+    if not dom_name:
+        raise XmlError(f"{filename}: the domain has no <name>")
+    if name is not None and name != dom_name:
+        raise XmlError(f"{filename}: the XML is domain '{dom_name}', not '{name}'")
+    if not _UUID.fullmatch(uuid):
+        raise XmlError(f"{filename}: the domain has no valid <uuid> ('{uuid}')",
+                       hint="libvirt gives every defined domain one; define it first")
+    return dom_name, uuid.lower()
+
+
+def read_identity(xml: str | bytes, *, filename: str = "<stdin>",
+                  name: str | None = None) -> tuple[str, str]:
+    """Only the domain's name and UUID — all that giving its devices back needs, so
+    that no hostdev vfioctl cannot read ever keeps them from going back.
+
+    Raises:
+        XmlError: not well-formed, not a domain, no name or UUID, another name.
+    """
+    return _identity(_parse(xml, filename), filename, name)
 
 
 def read_domain(xml: str | bytes, *, filename: str = "<stdin>",
@@ -76,22 +130,11 @@ def read_domain(xml: str | bytes, *, filename: str = "<stdin>",
     """
     from lxml import etree
 
-    doc = parse_string(xml, filename=filename)  # well-formedness, entities, file:line
-    root = doc.tree.getroot() if hasattr(doc.tree, "getroot") else doc.tree
-    if not isinstance(root.tag, str) or root.tag != "domain":
-        raise XmlError(f"{filename}: the document is not a libvirt <domain>")
-    _strip_other_hostdevs(root)
+    root = _parse(xml, filename)
+    dom_name, uuid = _identity(root, filename, name)
+    _as_defined(root)
     doc = parse_string(etree.tostring(root), filename=filename)
     validate_domain(doc.domain)
-    dom_name = (root.findtext("name") or "").strip()
-    uuid = (root.findtext("uuid") or "").strip()
-    if not dom_name:
-        raise XmlError(f"{filename}: the domain has no <name>")
-    if name is not None and name != dom_name:
-        raise XmlError(f"{filename}: the XML is domain '{dom_name}', not '{name}'")
-    if not _UUID.fullmatch(uuid):
-        raise XmlError(f"{filename}: the domain has no valid <uuid> ('{uuid}')",
-                       hint="libvirt gives every defined domain one; define it first")
     meta = read_metadata(root, filename=filename)
     known = {hd.source for hd in doc.domain.hostdevs}
     for entry in meta.hostdevs:
@@ -111,7 +154,7 @@ def read_domain(xml: str | bytes, *, filename: str = "<stdin>",
         hostdevs.append(hd)
     domain = dataclasses.replace(doc.domain, hostdevs=tuple(hostdevs))
     uid, gid = _dac_label(root)
-    return LibvirtDomain(dom_name, uuid.lower(), domain, meta, uid, gid)
+    return LibvirtDomain(dom_name, uuid, domain, meta, uid, gid)
 
 
 def _dac_label(root: Any) -> tuple[int | None, int | None]:
@@ -124,4 +167,4 @@ def _dac_label(root: Any) -> tuple[int | None, int | None]:
     return None, None
 
 
-__all__ = ["LibvirtDomain", "read_domain"]
+__all__ = ["LibvirtDomain", "owner", "read_domain", "read_identity"]

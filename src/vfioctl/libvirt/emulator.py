@@ -19,7 +19,9 @@ libvirt's id: libvirt still sees "its" hostdev (hot-unplug, queries) and set up
 
 Without a handoff file (libvirt probing QEMU's capabilities, a domain without
 token-carrying VFs) the arguments are passed on unchanged. The module imports nothing
-but the standard library: it runs at every QEMU start.
+but the standard library: ``vfioctl libvirt install`` writes it, whole, into the wrapper
+script run by the system's Python, so that QEMU's user needs neither vfioctl nor its
+virtual environment.
 """
 
 from __future__ import annotations
@@ -210,5 +212,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0  # not reached: execv replaced this process
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # (the installed wrapper replaces this block)
     sys.exit(main())

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 
 from vfioctl.address import PciAddress
 from vfioctl.errors import ConfigError, UsageError, VfioctlError
-from vfioctl.libvirt.domain import LibvirtDomain, read_domain
+from vfioctl.libvirt.domain import LibvirtDomain, owner, read_domain, read_identity
 from vfioctl.libvirt.handoff import remove_handoff, write_handoff
 
 if TYPE_CHECKING:
@@ -86,26 +86,25 @@ def run_hook(session: Session, name: str, op: str, subop: str, xml: str | bytes,
             raise err
         out.log_lines.append(f"{err}: ignored")
         return out
-    try:
+    if op in ABORTING:
         dom = read_domain(xml, name=name)
+        if op == "prepare":
+            remove_handoff(run_dir, dom.uuid)
+            out.report = prepare(session, dom)
+        else:
+            out.handoff = hand_off(session, dom, run_dir)
+        return out
+    try:
+        dom_name, uuid = read_identity(xml, name=name)
     except VfioctlError as err:
-        if op in ABORTING:
-            raise
         out.log_lines.append(f"domain '{name}': {err}; nothing changed")
         return out
-    if op == "prepare":
-        remove_handoff(run_dir, dom.uuid)
-        out.report = prepare(session, dom)
-    elif op == "start":
-        out.handoff = hand_off(session, dom, run_dir)
-    else:
-        try:
-            remove_handoff(run_dir, dom.uuid)
-            if op == "release":
-                out.report = session.release(dom.owner)
-        except VfioctlError as err:
-            out.log_lines.append(f"domain '{name}': {err}"
-                                 + (f"; {err.hint}" if err.hint else ""))
+    try:
+        remove_handoff(run_dir, uuid)
+        if op == "release":
+            out.report = session.release(owner(dom_name, uuid))
+    except VfioctlError as err:
+        out.log_lines.append(f"domain '{name}': {err}" + (f"; {err.hint}" if err.hint else ""))
     return out
 
 
@@ -171,10 +170,29 @@ def check_tokens(session: Session, dom: LibvirtDomain) -> None:
 
 def prepare(session: Session, dom: LibvirtDomain) -> Report | None:
     """``prepare begin``: check, then take the devices for the domain's owner."""
+    from vfioctl import GroupNotViable
+
     addrs, group = request(session, dom)
     if not addrs:
         return None
-    return session.prepare(dom.owner, addrs, group=group)
+    try:
+        return session.prepare(dom.owner, addrs, group=group)
+    except GroupNotViable as err:
+        raise with_libvirt_hint(err, addrs, group) from None
+
+
+def with_libvirt_hint(err: VfioctlError, addrs: list[PciAddress],
+                      group: set[PciAddress]) -> VfioctlError:
+    """A group refusal with the opt-in a libvirt user has (the metadata attribute, not
+    ``detach --group``) as its hint; any other error unchanged."""
+    from vfioctl import GroupNotViable
+
+    if isinstance(err, GroupNotViable) and addrs:
+        first = next((a for a in addrs if a not in group), addrs[0])
+        err.hint = (f"to give the guest the whole group, add <vfioctl:hostdev "
+                    f"address='{first}' group='allow'/> to the domain's vfioctl <metadata> "
+                    f"(docs/libvirt.md); 'vfioctl explain {first}' says why it is shared")
+    return err
 
 
 def hand_off(session: Session, dom: LibvirtDomain, run_dir: Path) -> Path | None:
@@ -192,4 +210,4 @@ def hand_off(session: Session, dom: LibvirtDomain, run_dir: Path) -> Path | None
 
 
 __all__ = ["ABORTING", "IGNORED", "HookOutcome", "check_tokens", "hand_off", "prepare",
-           "request", "run_hook"]
+           "request", "run_hook", "with_libvirt_hint"]

@@ -5,8 +5,9 @@ installing twice changes nothing and uninstalling removes only vfioctl's own fil
   ``qemu.d/`` as a qemu hook, after ``HOOKS_DIR/qemu`` if that exists: an existing hook
   keeps working, untouched. The script runs ``vfioctl libvirt hook`` with this Python.
 - the emulator wrapper (default ``/usr/local/libexec/vfioctl-qemu``), named as the
-  ``<emulator>`` of domains with token-carrying VFs; it runs
-  :mod:`vfioctl.libvirt.emulator` and then the real QEMU.
+  ``<emulator>`` of domains with token-carrying VFs: :mod:`vfioctl.libvirt.emulator`
+  (standard library only) run by the system's Python, since it runs as QEMU's user,
+  who may not reach vfioctl's virtual environment; then the real QEMU.
 
 libvirt clears the environment of hooks (it passes ``PATH``, ``HOME`` and ``LC_ALL``),
 so the vfioctl settings install runs with (``--host``/``VFIOCTL_HOST``,
@@ -25,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from vfioctl.errors import OperationInvalid, wrap_oserror
+from vfioctl.errors import InternalError, OperationInvalid, wrap_oserror
 from vfioctl.libvirt.handoff import RUN_DIR_ENV, run_dir
 
 DEFAULT_HOOKS_DIR: Final = Path("/etc/libvirt/hooks")
 DEFAULT_WRAPPER: Final = Path("/usr/local/libexec/vfioctl-qemu")
 DEFAULT_QEMU: Final = "/usr/bin/qemu-system-x86_64"
+#: the wrapper runs as QEMU's user: the system's Python, not vfioctl's environment
+DEFAULT_WRAPPER_PYTHON: Final = "/usr/bin/python3"
 HOOK_NAME: Final = "vfioctl"
 HOOK_MARKER: Final = "# vfioctl libvirt hook"
 WRAPPER_MARKER: Final = "# vfioctl emulator wrapper"
@@ -68,15 +71,24 @@ def hook_script(python: str, env: Mapping[str, str]) -> str:
 
 
 def wrapper_script(python: str, qemu: str, directory: Path) -> str:
-    """The text of the emulator wrapper."""
+    """The text of the emulator wrapper: :mod:`vfioctl.libvirt.emulator` itself (it uses
+    the standard library only), run by ``python`` with the QEMU and the run directory
+    written in."""
+    from vfioctl.libvirt import emulator
+
+    source = Path(emulator.__file__).read_text()
+    tail = 'if __name__ == "__main__":  # (the installed wrapper replaces this block)\n'
+    if tail not in source:
+        raise InternalError("vfioctl.libvirt.emulator has lost its main block")
+    body = source[:source.index(tail)]
+    call = (f"sys.exit(main([\"--qemu\", {qemu!r}, \"--run-dir\", {str(directory)!r}, "
+            "\"--\", *sys.argv[1:]]))\n")
     return "\n".join([
-        "#!/bin/sh",
+        f"#!{python} -I",
         f"{WRAPPER_MARKER}: written by 'vfioctl libvirt install'. Name it as a domain's",
         "# <emulator>: it runs QEMU (same pid) with the domain's VF tokens handed over in",
         "# a pipe, never on the command line (docs/libvirt.md).",
-        f"exec {shlex.quote(python)} -I -m vfioctl.libvirt.emulator "
-        f"--qemu {shlex.quote(qemu)} --run-dir {shlex.quote(str(directory))} -- \"$@\"",
-    ]) + "\n"
+        body.rstrip("\n") + "\n\n", call])
 
 
 def _has_marker(path: Path, marker: str) -> bool:
@@ -125,6 +137,7 @@ def _remove(path: Path, marker: str) -> Change:
 
 def install(hooks_dir: Path = DEFAULT_HOOKS_DIR, wrapper: Path = DEFAULT_WRAPPER, *,
             qemu: str = DEFAULT_QEMU, python: str | None = None,
+            wrapper_python: str = DEFAULT_WRAPPER_PYTHON,
             env: Mapping[str, str] | None = None) -> list[Change]:
     """Write the hook script and the emulator wrapper (nothing when they are already
     what they would be).
@@ -137,7 +150,7 @@ def install(hooks_dir: Path = DEFAULT_HOOKS_DIR, wrapper: Path = DEFAULT_WRAPPER
     python = python or sys.executable
     directory = Path(env[RUN_DIR_ENV]) if env.get(RUN_DIR_ENV) else run_dir()
     return [_write(hook_path(hooks_dir), hook_script(python, env), HOOK_MARKER),
-            _write(wrapper, wrapper_script(python, qemu, directory), WRAPPER_MARKER)]
+            _write(wrapper, wrapper_script(wrapper_python, qemu, directory), WRAPPER_MARKER)]
 
 
 def uninstall(hooks_dir: Path = DEFAULT_HOOKS_DIR,
