@@ -203,6 +203,7 @@ def main(argv: list[str]) -> None:
                     sys.exit(f"record-libvirt-argv: no QEMU 7.2 at {args.qemu72} "
                              "(give --qemu-7.2)")
                 qemu72 = stage_qemu_72(args.qemu72, Path(tmp))
+            crashed = []
             for case in sorted(CASES.glob("*.xml")):
                 emulator = qemu72 if case.stem.endswith("-qemu-7.2") else None
                 if record_argv(case, args.uri, emulator,
@@ -210,6 +211,7 @@ def main(argv: list[str]) -> None:
                     continue
                 print(f"record-libvirt-argv: libvirtd died on {case.name} (recorded "
                       "as such)", file=sys.stderr)
+                crashed.append(case.stem)
                 if not args.restart_libvirtd:
                     sys.exit("record-libvirt-argv: start libvirtd again, or give "
                              "--restart-libvirtd")
@@ -220,6 +222,7 @@ def main(argv: list[str]) -> None:
                 "qemu": {"*": qemu_version(default_qemu),
                          "*-qemu-7.2": qemu_version(qemu72) if qemu72 else None},
                 "host_vfio": Path("/dev/vfio/vfio").exists(),
+                "libvirtd_crashed_on": crashed,
                 "recorded": today,
             }
     entry["define"] = {"file": record_defines(label, virsh, env),
