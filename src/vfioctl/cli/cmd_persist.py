@@ -161,7 +161,7 @@ def apply_cmd(ctx: Context, boot: bool, device: str | None, as_json: bool) -> No
         print_json({"host": host.name, "boot": boot,
                     "entries": [o.to_json() for o in outcomes]})
     else:
-        if not outcomes:
+        if not outcomes and device is None:
             click.echo("nothing is persisted on this host")
         for o in outcomes:
             for line in o.messages:

@@ -27,7 +27,7 @@ def kernel_log(host: Host, line: str, *, problem: bool) -> bool:
     prio = WARNING if problem else INFO
     text = f"<{prio}>vfioctl: {line}"[:900].replace("\n", " ") + "\n"
     with contextlib.suppress(OSError):
-        fd = os.open(KMSG, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = os.open(KMSG, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY)
         try:
             os.write(fd, text.encode("utf-8", "replace"))
         finally:
