@@ -108,7 +108,8 @@ def plugin_cmd(ctx: Context, node_name: str, driver_name: str, registry_dir: Pat
     api = _api_client(kubeconfig)
     driver = Driver(config, session, kubernetes_reader(api))
     driver.recover()
-    publisher = Publisher(api, node_name, driver_name, session) if publish else None
+    publisher = Publisher(api, node_name, driver_name, session,
+                          driver.is_claim) if publish else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -76,6 +76,11 @@ class Driver:
     def claim_dir(self, uid: str) -> Path:
         return self.config.state_dir / "claims" / uid
 
+    def is_claim(self, owner: str) -> bool:
+        """Whether an owner in vfioctl's records is a claim this driver prepared (every
+        prepared claim has its directory of files)."""
+        return bool(owner) and "/" not in owner and self.claim_dir(owner).is_dir()
+
     def spec_path(self, uid: str) -> Path:
         return cdi.spec_path(self.config.cdi_dir, self.config.driver_name, uid)
 

@@ -17,6 +17,7 @@ secret is an attribute (never a VF token: docs/sriov-token.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vfioctl import PciAddress, Session
@@ -73,15 +74,22 @@ def pcie_root(path: tuple[PciAddress, ...], addr: PciAddress) -> str:
     return f"pci{top.domain:04x}:{top.bus:02x}"
 
 
-def list_devices(session: Session) -> list[DraDevice]:
-    """Every assignable function of the host, in address order."""
+def list_devices(session: Session,
+                 is_claim: Callable[[str], bool] = lambda owner: False) -> list[DraDevice]:
+    """Every assignable function of the host, in address order.
+
+    A group with a member vfioctl holds for an owner that is not a claim of this driver
+    (``is_claim``: a VM started with ``vfioctl start``, a ``prepare`` on the host) is
+    left out: a claim for it could only be refused."""
     infos = {d.address: d for d in session.devices()}
+    foreign = {addr for addr, rec in session.records().items()
+               if rec.owner and not is_claim(rec.owner)}
     out: list[DraDevice] = []
     for group in session.groups():
         verdict = assess(session.host, group)
         if not verdict.assignable or any(
                 addr not in infos or infos[addr].class_code >> 16 == _BRIDGE_CLASS
-                for addr in verdict.together):
+                or addr in foreign for addr in verdict.together):
             continue
         for addr in verdict.together:
             info = infos.get(addr)

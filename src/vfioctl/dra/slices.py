@@ -81,7 +81,8 @@ class Publisher:
     """Keeps this node's ResourceSlice equal to the host's devices."""
 
     def __init__(self, api_client: Any, node: str, driver: str,
-                 session_factory: Callable[[], Session]) -> None:
+                 session_factory: Callable[[], Session],
+                 is_claim: Callable[[str], bool] = lambda owner: False) -> None:
         from kubernetes import client
 
         self._api = client.ResourceV1Api(api_client)
@@ -89,6 +90,7 @@ class Publisher:
         self.node = node
         self.driver = driver
         self._session = session_factory
+        self._is_claim = is_claim
         self._seen: str | None = None
         self.generation = 0
         self._stop = threading.Event()
@@ -116,7 +118,7 @@ class Publisher:
     def sync(self) -> bool:
         """Publish if the devices changed since the last publication; True if it did."""
         with self._session() as session:
-            devices = list_devices(session)
+            devices = list_devices(session, self._is_claim)
         mark = fingerprint(devices)
         if mark == self._seen:
             return False

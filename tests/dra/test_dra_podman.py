@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugin import _userspace_pf, cdi_specs
+from test_dra_plugin import _userspace_pf, cdi_specs
 
 PODMAN = shutil.which("podman")
 pytestmark = pytest.mark.skipif(PODMAN is None, reason="podman is not installed "

@@ -30,7 +30,9 @@ def devices(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_published_slice_is_a_valid_resource_slice_and_follows_sriov(
         host: Any, start_plugin: Any, api: FakeApiServer) -> None:
     spec = host("sriov-server")
-    proc, _ = start_plugin(spec)
+    with vfioctl.open(spec) as h:          # a VM on the host holds one NIC
+        h.prepare("win10", ["0000:04:00.1"])
+    proc, kubelet = start_plugin(spec)
     name = f"{NODE}-vfio-vfioctl-io"
     wait_for(lambda: name in api.slices)
     [post] = [r for r in api.requests if r.method == "POST"]
@@ -50,7 +52,9 @@ def test_published_slice_is_a_valid_resource_slice_and_follows_sriov(
         "pcieRoot": "pci0000:00", "resource.kubernetes.io/pcieRoot": "pci0000:00",
         **({"numaNode": pf["numaNode"]} if "numaNode" in pf else {}),
     }
-    # the boot disk, the console's group and the bridges are not offered
+    # the boot disk, the console's group, the bridges, a device held for another owner
+    # are not offered
+    assert "pci-0000-04-00-1" not in found and "pci-0000-04-00-0" in found
     assert "pci-0000-00-17-0" not in found and "pci-0000-07-00-0" not in found
     assert not any(d.startswith("pci-0000-00-03") for d in found)
 
@@ -68,6 +72,16 @@ def test_published_slice_is_a_valid_resource_slice_and_follows_sriov(
     assert "pci-0000-03-00-0" not in now          # its VFs would go with it
     for vf in ("pci-0000-03-02-0", "pci-0000-03-02-1"):
         assert now[vf]["isVF"] is True and now[vf]["pfPciBusID"] == "0000:03:00.0"
+    # a device held for a claim of this driver stays offered (it is allocated to it)
+    with vfioctl.open(spec) as h:
+        h.set_token("0000:03:00.0")
+    uid = api.add_claim("vf", [("vf", "pci-0000-03-02-0")])
+    kubelet.register()
+    assert kubelet.prepare(("default", "vf", uid)).claims[uid].error == ""
+    with vfioctl.open(spec) as h:
+        h.set_numvfs("0000:04:00.0", 1)       # a change: a new publication
+    wait_for(lambda: "pci-0000-04-02-0" in devices(api.slices[name]))
+    assert "pci-0000-03-02-0" in devices(api.slices[name])
     proc.stop()
     assert api.requests[-1].method == "DELETE" and name not in api.slices
 
