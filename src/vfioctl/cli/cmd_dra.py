@@ -48,16 +48,30 @@ def dra_cmd() -> None:
 
 
 def _api_client(kubeconfig: Path | None) -> Any:
-    """In-cluster credentials in a pod (the service account), else a kubeconfig."""
-    from kubernetes import client, config
+    """In-cluster credentials in a pod (the service account), else a kubeconfig.
 
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
-        incluster: Any = config.load_incluster_config
-        incluster(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    from_file: Any = config.new_client_from_config
-    return from_file(config_file=None if kubeconfig is None else str(kubeconfig))
+    Raises:
+        UnsupportedConfig: no Kubernetes client. ConfigError: no usable credentials.
+    """
+    from vfioctl import ConfigError, UnsupportedConfig
+
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        raise UnsupportedConfig("the DRA driver needs the kubernetes client",
+                                hint="install vfioctl with the 'dra' extra") from None
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            incluster: Any = config.load_incluster_config
+            incluster(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        from_file: Any = config.new_client_from_config
+        return from_file(config_file=None if kubeconfig is None else str(kubeconfig))
+    except (config.ConfigException, OSError, ValueError) as err:
+        raise ConfigError(f"cannot load Kubernetes credentials: {err}",
+                          hint="run in a pod with a service account, or pass "
+                          "--kubeconfig FILE") from None
 
 
 @dra_cmd.command("plugin")
