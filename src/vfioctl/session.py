@@ -63,6 +63,26 @@ class Session(HostdevManager):
         """Every IOMMU group with its members and viability (``vfioctl groups``)."""
         return model.list_groups(self.host)
 
+    def vfio_cdev(self, addr: PciAddress | str) -> str | None:
+        """The device's VFIO cdev node (``/dev/vfio/devices/vfioX``, used with
+        ``/dev/iommu``) while it is bound to vfio-pci on a kernel with the VFIO device
+        cdev and iommufd; None otherwise (the group node is then the only way in)."""
+        from vfioctl.host.base import DEV_IOMMU, DEV_VFIO_DEVICES
+        from vfioctl.pci.device import get_device
+
+        dev = get_device(self.host, addr)
+        try:
+            names = [n for n in self.host.listdir(dev.path / "vfio-dev")
+                     if n.startswith("vfio")]
+        except OSError:
+            return None
+        if len(names) != 1:
+            return None
+        node = f"{DEV_VFIO_DEVICES}/{names[0]}"    # host paths are relative to its root
+        if self.host.exists(node) and self.host.exists(DEV_IOMMU):
+            return f"/{node}"
+        return None
+
     def explain(self, addr: PciAddress | str) -> Explanation:
         """Why a device's IOMMU group is what it is (``vfioctl explain``)."""
         return explain_device(self.host, addr)

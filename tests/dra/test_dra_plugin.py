@@ -326,3 +326,24 @@ def test_no_kubernetes_credentials_is_a_config_error(host: Any, root: Path) -> N
     assert result.stderr.startswith("vfioctl: error: cannot load Kubernetes credentials")
     assert result.stderr.count("\n") == 1
     assert not (root / "r").exists()
+
+
+def test_kernel_with_vfio_cdev_gets_the_cdev_node_and_dev_iommu_too(
+        host: Any, start_plugin: Any, api: FakeApiServer, root: Path) -> None:
+    spec = host("workstation")
+    path = Path(spec.removeprefix("sim:"))
+    path.write_text(path.read_text().replace("[host]\n", "[host]\niommufd = true\n", 1))
+    uid = api.add_claim("nvme", [("r", "pci-0000-06-00-0")])
+    _, kubelet = start_plugin(spec)
+    kubelet.register()
+    assert kubelet.prepare(("default", "nvme", uid)).claims[uid].error == ""
+    [cdi] = cdi_specs(root)
+    jsonschema.validate(cdi, SCHEMA)
+    [dev] = cdi["devices"]
+    nodes = [n["path"] for n in dev["containerEdits"]["deviceNodes"]]
+    with vfioctl.open(spec) as h:
+        group = h.device("0000:06:00.0").iommu_group
+        [cdev] = [f"/dev/vfio/devices/{n}" for n in
+                  h.host.listdir("sys/bus/pci/devices/0000:06:00.0/vfio-dev")]
+    assert nodes == [f"/dev/vfio/{group}", cdev]
+    assert device_nodes(cdi) == {"/dev/vfio/vfio", "/dev/iommu", f"/dev/vfio/{group}", cdev}

@@ -111,7 +111,11 @@ def test_vf_of_the_userspace_pf_prepared_with_its_token_file(
     [dev] = doc["devices"]
     group = kernel.group_of(VF)
     nodes = [n["path"] for n in dev["containerEdits"]["deviceNodes"]]
-    assert nodes == [f"/dev/vfio/{group}"]
+    # a kernel with the VFIO device cdev (the tier kernel) gives the VF's cdev too
+    cdevs = sorted(f"/dev/vfio/devices/{n}" for n in os.listdir(
+        f"/sys/bus/pci/devices/{VF}/vfio-dev")) if os.path.isdir(
+        f"/sys/bus/pci/devices/{VF}/vfio-dev") and os.path.exists("/dev/iommu") else []
+    assert nodes == [f"/dev/vfio/{group}", *cdevs]
     for node in [*nodes, "/dev/vfio/vfio"]:
         assert stat.S_ISCHR(os.stat(node).st_mode), node
     [mount] = dev["containerEdits"]["mounts"]

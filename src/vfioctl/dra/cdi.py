@@ -4,7 +4,9 @@ One spec file per claim (``<cdi dir>/<driver>-claim_<uid>.json``), written atomi
 (a temporary file renamed over it: a runtime never reads half a spec, a retried prepare
 rewrites the same bytes). The claim-wide edits — ``/dev/vfio/vfio`` and the device
 metadata files KubeVirt reads — are the spec's ``containerEdits``, applied once when any
-of its devices is requested; each device adds its group's ``/dev/vfio/N`` and, for a
+of its devices is requested; each device adds its group's ``/dev/vfio/N`` (and, on a
+kernel with the VFIO device cdev, its ``/dev/vfio/devices/vfioX``, with ``/dev/iommu``
+once for the claim) and, for a
 VF of a PF driven from userspace, its VF token as a read-only bind mount with the
 *path* in ``VFIOCTL_VF_TOKEN_FILE``. The token itself is never in the spec.
 
@@ -29,6 +31,8 @@ CDI_VERSION = "0.8.0"
 CDI_VERSIONS = ("0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0")
 CDI_CLASS = "vfio"
 VFIO_CONTAINER = "/dev/vfio/vfio"
+#: iommufd, which a device's cdev node is used with (once per spec).
+IOMMU = "/dev/iommu"
 #: Where a VF token file appears in the container; the env var names the file.
 TOKEN_MOUNT_DIR = "/var/run/vfioctl/vf-token"
 TOKEN_ENV = "VFIOCTL_VF_TOKEN_FILE"
@@ -47,6 +51,7 @@ class CdiDevice:
     token_file: Path | None = None
     token_name: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    cdev_node: str | None = None
 
 
 def kind(driver: str) -> str:
@@ -78,8 +83,9 @@ def build_spec(driver: str, uid: str, devices: Sequence[CdiDevice],
     """The spec document (see the module docstring)."""
     out_devices: list[dict[str, Any]] = []
     for dev in devices:
+        nodes = [dev.group_node, *([dev.cdev_node] if dev.cdev_node else [])]
         edits: dict[str, Any] = {
-            "deviceNodes": [{"path": dev.group_node, "type": "c", "permissions": "rw"}],
+            "deviceNodes": [{"path": n, "type": "c", "permissions": "rw"} for n in nodes],
         }
         env = dict(dev.env)
         if dev.token_file is not None:
@@ -90,8 +96,9 @@ def build_spec(driver: str, uid: str, devices: Sequence[CdiDevice],
         if env:
             edits["env"] = [f"{k}={v}" for k, v in sorted(env.items())]
         out_devices.append({"name": cdi_name(uid, dev.name), "containerEdits": edits})
+    common_nodes = [VFIO_CONTAINER, *([IOMMU] if any(d.cdev_node for d in devices) else [])]
     common: dict[str, Any] = {
-        "deviceNodes": [{"path": VFIO_CONTAINER, "type": "c", "permissions": "rw"}],
+        "deviceNodes": [{"path": n, "type": "c", "permissions": "rw"} for n in common_nodes],
     }
     if metadata_mounts:
         common["mounts"] = [{"hostPath": str(host), "containerPath": target,
@@ -128,7 +135,7 @@ def remove_spec(path: Path) -> bool:
     return True
 
 
-__all__ = ["CDI_CLASS", "CDI_VERSION", "CDI_VERSIONS", "METADATA_DIR", "TOKEN_ENV",
-           "TOKEN_MOUNT_DIR", "VFIO_CONTAINER", "CdiDevice", "build_spec", "cdi_name",
-           "kind", "qualified", "remove_spec", "spec_path", "token_container_path", "write_atomic",
-           "write_spec"]
+__all__ = ["CDI_CLASS", "CDI_VERSION", "CDI_VERSIONS", "IOMMU", "METADATA_DIR",
+           "TOKEN_ENV", "TOKEN_MOUNT_DIR", "VFIO_CONTAINER", "CdiDevice", "build_spec",
+           "cdi_name", "kind", "qualified", "remove_spec", "spec_path",
+           "token_container_path", "write_atomic", "write_spec"]

@@ -162,7 +162,8 @@ class Driver:
             if physfn is not None and session.device(physfn).driver == VFIO_PCI:
                 token_file = self._write_token(session, uid, alloc.device, physfn)
             out.append(cdi.CdiDevice(alloc.device, f"/dev/vfio/{detail.iommu_group}",
-                                     token_file, alloc.device))
+                                     token_file, alloc.device,
+                                     cdev_node=session.vfio_cdev(addr)))
         return out
 
     def _write_token(self, session: Session, uid: str, device: str,
