@@ -38,8 +38,8 @@ def hook_cmd(ctx: Context, domain: str, op: str, subop: str, extra: str | None) 
     from vfioctl.libvirt.handoff import run_dir
 
     xml = sys.stdin.buffer.read()
-    session = Session(ctx.host)
-    outcome = run_hook(session, domain, op, subop, xml, run_dir=run_dir())
+    outcome = run_hook(lambda: Session(ctx.host), domain, op, subop, xml,
+                       run_dir=run_dir())
     for line in outcome.log_lines:
         click.echo(f"vfioctl: {line}", err=True)
 

@@ -30,6 +30,7 @@ which cannot stop anything, it becomes a log line and the call succeeds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -63,9 +64,11 @@ class HookOutcome:
     log_lines: list[str] = field(default_factory=list)
 
 
-def run_hook(session: Session, name: str, op: str, subop: str, xml: str | bytes, *,
-             run_dir: Path) -> HookOutcome:
-    """One libvirt hook call (see the module docstring).
+def run_hook(session: Callable[[], Session], name: str, op: str, subop: str,
+             xml: str | bytes, *, run_dir: Path) -> HookOutcome:
+    """One libvirt hook call (see the module docstring). ``session`` opens the host:
+    only the calls that need it do (libvirt waits for every hook call; most have nothing
+    to do and should not pay for the manager).
 
     Raises:
         VfioctlError: only for ``prepare``/``start`` (bad XML, a refusal of the manager,
@@ -90,9 +93,10 @@ def run_hook(session: Session, name: str, op: str, subop: str, xml: str | bytes,
         dom = read_domain(xml, name=name)
         if op == "prepare":
             remove_handoff(run_dir, dom.uuid)
-            out.report = prepare(session, dom)
-        else:
-            out.handoff = hand_off(session, dom, run_dir)
+            if dom.hostdevs:
+                out.report = prepare(session(), dom)
+        elif dom.token_hostdevs:
+            out.handoff = hand_off(session(), dom, run_dir)
         return out
     try:
         dom_name, uuid = read_identity(xml, name=name)
@@ -102,7 +106,7 @@ def run_hook(session: Session, name: str, op: str, subop: str, xml: str | bytes,
     try:
         remove_handoff(run_dir, uuid)
         if op == "release":
-            out.report = session.release(owner(dom_name, uuid))
+            out.report = session().release(owner(dom_name, uuid))
     except VfioctlError as err:
         out.log_lines.append(f"domain '{name}': {err}" + (f"; {err.hint}" if err.hint else ""))
     return out
