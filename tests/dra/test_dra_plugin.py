@@ -294,7 +294,18 @@ def test_vf_of_a_userspace_pf_without_a_token_is_refused(
     _, kubelet = start_plugin(spec)
     kubelet.register()
     error = kubelet.prepare(("default", "vf", uid)).claims[uid].error
-    assert "token" in error.lower()
+    assert "no VF token stored for PF 0000:03:00.0" in error
+    assert uid not in held(spec).values()         # refused before the host changed
+
+
+def test_a_uid_that_is_no_uid_is_refused(host: Any, start_plugin: Any,
+                                         api: FakeApiServer, root: Path) -> None:
+    _, kubelet = start_plugin(host("workstation"))
+    kubelet.register()
+    response = kubelet.prepare(("default", "x", "../../etc"))
+    assert "is not a claim UID" in response.claims["../../etc"].error
+    response = kubelet.unprepare(("default", "x", "../../etc"))
+    assert "is not a claim UID" in response.claims["../../etc"].error
 
 
 def test_socket_path_over_sun_path_is_refused_before_anything_starts(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfioctl import PciAddress, Session, VfioctlError
+from vfioctl import PciAddress, Session, VfioctlError, VfToken
 from vfioctl.dra import cdi
 from vfioctl.dra.claims import Allocated, ClaimAllocation, ClaimReader, ClaimRef, parse_claim
 from vfioctl.dra.config import DriverConfig
@@ -60,6 +61,15 @@ def describe_error(err: VfioctlError) -> str:
     """A refusal as one line: the message and, if any, what to do."""
     hint = getattr(err, "hint", None)
     return f"{err}; {hint}" if hint else str(err)
+
+
+# A Kubernetes UID (a UUID in practice): it names files and CDI devices, so nothing else.
+_UID = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,62}")
+
+
+def _check_uid(uid: str) -> None:
+    if not _UID.fullmatch(uid):
+        raise ClaimError(f"'{uid}' is not a claim UID" if uid else "the claim has no UID")
 
 
 class Driver:
@@ -100,8 +110,7 @@ class Driver:
         Raises:
             ClaimError: the claim's error (refused, not found, bad parameters).
         """
-        if not ref.uid:
-            raise ClaimError("the claim has no UID")
+        _check_uid(ref.uid)
         with self._lock:
             try:
                 alloc = parse_claim(self._read_claim(ref), ref, self.config.driver_name)
@@ -125,10 +134,18 @@ class Driver:
             return []
         addrs = self._addresses(alloc.devices)
         with self._session() as session:
+            # Everything that can refuse the claim is asked before the host changes: the
+            # VF tokens first (a VF of a userspace PF without one could not be opened),
+            # then the manager's plan (the group rule, host use, other owners).
+            tokens = {addr: self._token_for(session, addr) for addr in addrs}
             report = session.prepare(uid, addrs, group=alloc.take_group)
             for action in report.actions:
                 log.info("claim %s: %s", uid, action.describe())
-            cdi_devices = self._cdi_devices(session, uid, alloc.devices, addrs)
+            cdi_devices = [
+                cdi.CdiDevice(d.device, f"/dev/vfio/{session.device(addr).iommu_group}",
+                              self._write_token(uid, d.device, tokens[addr]), d.device,
+                              cdev_node=session.vfio_cdev(addr))
+                for d, addr in zip(alloc.devices, addrs, strict=True)]
         mounts = self._write_metadata(alloc, addrs)
         cdi.write_spec(self.spec_path(uid), cdi.build_spec(
             self.config.driver_name, uid, cdi_devices, mounts,
@@ -152,26 +169,24 @@ class Driver:
             out.append(address_of(d.device))
         return out
 
-    def _cdi_devices(self, session: Session, uid: str, devices: Sequence[Allocated],
-                     addrs: Sequence[PciAddress]) -> list[cdi.CdiDevice]:
-        out = []
-        for alloc, addr in zip(devices, addrs, strict=True):
-            detail = session.device(addr)
-            token_file = None
-            physfn = detail.physfn
-            if physfn is not None and session.device(physfn).driver == VFIO_PCI:
-                token_file = self._write_token(session, uid, alloc.device, physfn)
-            out.append(cdi.CdiDevice(alloc.device, f"/dev/vfio/{detail.iommu_group}",
-                                     token_file, alloc.device,
-                                     cdev_node=session.vfio_cdev(addr)))
-        return out
+    @staticmethod
+    def _token_for(session: Session, addr: PciAddress) -> VfToken | None:
+        """The VF token a VF's user must present: its PF's, when the PF is driven from
+        userspace (bound to vfio-pci); None for any other device.
 
-    def _write_token(self, session: Session, uid: str, device: str,
-                     pf: PciAddress) -> Path:
-        """The PF's VF token as a 0400 file of this claim (the one place it is written
-        for a container). A PF driven from userspace without a token vfioctl knows is
-        refused: its VFs cannot be opened without it."""
-        token = session.get_token(pf)
+        Raises:
+            TokenNotFound, TokenStale: vfioctl holds no usable token for that PF.
+        """
+        physfn = session.device(addr).physfn
+        if physfn is None or session.device(physfn).driver != VFIO_PCI:
+            return None
+        return session.get_token(physfn)
+
+    def _write_token(self, uid: str, device: str, token: VfToken | None) -> Path | None:
+        """The token as a 0400 file of this claim: the one place it is written for a
+        container."""
+        if token is None:
+            return None
         directory = self.claim_dir(uid)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = directory / f"vf-token-{device}"
@@ -214,8 +229,7 @@ class Driver:
         Raises:
             ClaimError: the manager refused or failed to give the devices back.
         """
-        if not ref.uid:
-            raise ClaimError("the claim has no UID")
+        _check_uid(ref.uid)
         with self._lock:
             try:
                 with self._session() as session:
