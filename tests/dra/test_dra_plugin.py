@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 from drahelp import DRIVER, NODE, FakeApiServer, iter_files, wait_for
+from kubernetes import client
 
 import vfioctl
 
@@ -96,10 +97,19 @@ def test_shared_group_prepared_with_the_opt_in_and_given_back(
                             f"{base}/resourceclaimtemplates/vm-gpu/gpu/"
                             f"{DRIVER}-metadata.json"}
     meta = json.loads(next(iter(targets.values())).read_text())
+    assert (meta["apiVersion"], meta["kind"]) == ("metadata.resource.k8s.io/v1alpha1",
+                                                  "DeviceMetadata")
+    assert meta["metadata"] == {"name": "gpu", "namespace": "default", "uid": uid,
+                                "generation": 1}
+    assert meta["podClaimName"] == "vm-gpu"
     [request] = meta["requests"]
     assert request["name"] == "gpu"
     [mdev] = request["devices"]
-    assert mdev["attributes"]["resource.kubernetes.io/pciBusID"] == {"stringValue": GPU}
+    assert (mdev["driver"], mdev["pool"], mdev["name"]) == (DRIVER, NODE,
+                                                            "pci-0000-01-00-0")
+    # the value in a ResourceSlice attribute's own form, as KubeVirt decodes it
+    assert client.V1DeviceAttribute.from_dict(
+        mdev["attributes"]["resource.kubernetes.io/pciBusID"]).string == GPU
 
     response = kubelet.unprepare(("default", "gpu", uid))
     assert response.claims[uid].error == ""

@@ -7,7 +7,8 @@ metadata files KubeVirt reads — are the spec's ``containerEdits``, applied onc
 of its devices is requested; each device adds its group's ``/dev/vfio/N`` (and, on a
 kernel with the VFIO device cdev, its ``/dev/vfio/devices/vfioX``, with ``/dev/iommu``
 once for the claim) and, for a VF of a PF driven from userspace, its VF token as a
-read-only bind mount with the *path* in ``VFIOCTL_VF_TOKEN_FILE``. The token itself is never in the spec.
+read-only bind mount with the *path* in ``VFIOCTL_VF_TOKEN_FILE``. The token itself is
+never in the spec.
 
 ``CDI_VERSION`` is the version of the CDI specification these files follow by default,
 the current one (0.8.0). The fields used — deviceNodes, mounts, env — are in every

@@ -195,28 +195,36 @@ class Driver:
 
     def _write_metadata(self, alloc: ClaimAllocation,
                         addrs: Sequence[PciAddress]) -> list[tuple[Path, str]]:
-        """The device metadata files (one per request) and where they are mounted:
-        ``resourceclaims/<claim>/<request>/<driver>-metadata.json`` and, for a claim
-        made from a template, ``resourceclaimtemplates/<pod claim>/<request>/…``."""
+        """The device metadata files (KEP-5304's ``DeviceMetadata``, one per request)
+        and where they are mounted: ``resourceclaims/<claim>/<request>/<driver>-metadata
+        .json`` and, for a claim made from a template, ``resourceclaimtemplates/<pod
+        claim>/<request>/…`` — where KubeVirt's virt-launcher reads the device's
+        ``resource.kubernetes.io/pciBusID``. Attribute values are in the ResourceSlice's
+        own form (``{"string": …}``)."""
         driver = self.config.driver_name
+        ref = alloc.ref
         by_request: dict[str, list[dict[str, Any]]] = {}
         for d, addr in zip(alloc.devices, addrs, strict=True):
             by_request.setdefault(d.request, []).append({
                 "driver": driver, "pool": d.pool, "name": d.device,
-                "attributes": {STD_PCI_BUS_ID: {"stringValue": str(addr)},
-                               "pciBusID": {"stringValue": str(addr)}},
+                "attributes": {STD_PCI_BUS_ID: {"string": str(addr)},
+                               "pciBusID": {"string": str(addr)}},
             })
-        directory = self.claim_dir(alloc.ref.uid) / "metadata"
+        directory = self.claim_dir(ref.uid) / "metadata"
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         mounts: list[tuple[Path, str]] = []
         for request, devices in sorted(by_request.items()):
-            doc = {"apiVersion": METADATA_API_VERSION, "kind": "DeviceMetadata",
-                   "requests": [{"name": request, "devices": devices}]}
+            doc: dict[str, Any] = {
+                "apiVersion": METADATA_API_VERSION, "kind": "DeviceMetadata",
+                "metadata": {"name": ref.name, "namespace": ref.namespace,
+                             "uid": ref.uid, "generation": 1},
+                "requests": [{"name": request, "devices": devices}]}
+            if alloc.pod_claim_name:
+                doc["podClaimName"] = alloc.pod_claim_name
             host = directory / f"{request}.json"
             cdi.write_atomic(host, (json.dumps(doc, indent=2) + "\n").encode(), 0o444)
             leaf = f"{request}/{driver}-metadata.json"
-            mounts.append((host, f"{cdi.METADATA_DIR}/resourceclaims/{alloc.ref.name}/"
-                                 f"{leaf}"))
+            mounts.append((host, f"{cdi.METADATA_DIR}/resourceclaims/{ref.name}/{leaf}"))
             if alloc.pod_claim_name:
                 mounts.append((host, f"{cdi.METADATA_DIR}/resourceclaimtemplates/"
                                      f"{alloc.pod_claim_name}/{leaf}"))
