@@ -252,3 +252,22 @@ def test_a_missing_stored_token_aborts_the_start(
     rc, _, err = hook(monkeypatch, capfd, "vm", "prepare", "begin", xml)
     assert rc == 3 and err.count("\n") == 1 and "0000:03:00.0" in err
     assert srv.read_text() == before
+
+
+SEV = "<launchSecurity type='sev'><policy>0x0003</policy></launchSecurity>"
+
+
+def test_a_confidential_guest_gets_a_vf_of_a_userspace_pf_only_with_the_opt_in(
+        srv: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+        wrapper: Path) -> None:
+    xml = domain_xml("vm", hostdevs=[VF], meta=[TOKEN_META], emulator=str(wrapper),
+                     extra=SEV)
+    before = srv.read_text()
+    rc, _, err = hook(monkeypatch, capfd, "vm", "prepare", "begin", xml)
+    assert rc == 3 and err.count("\n") == 1
+    assert "is a confidential guest (<launchSecurity type='sev'>)" in err
+    assert "allow-untrusted-pf='yes'" in err and "--allow-untrusted-pf" not in err
+    assert srv.read_text() == before
+    allowed = xml.replace("<vfioctl:devices ", "<vfioctl:devices allow-untrusted-pf='yes' ")
+    assert hook(monkeypatch, capfd, "vm", "prepare", "begin", allowed) == (0, "", "")
+    assert held(srv) == {"0000:03:00.0": None, VF: f"libvirt:vm:{UUID}"}
