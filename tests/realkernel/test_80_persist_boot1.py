@@ -25,6 +25,7 @@ initramfs hook in place for boot 2 (the tier keeps /etc across the reboot).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,7 @@ def persisted(kernel: GuestKernel, vfioctl: VfioctlCli) -> Iterator[dict[str, Cl
         # the machine as found; /etc stays for boot 2
         vfioctl("sriov", PF, "--numvfs", "0", "--yes")
         vfioctl("reattach", PF, GPU_LIKE, CHANGED)
+        vfioctl("reattach", GPU_LIKE)          # bound by the helper: not held, reprobed
         restore_boot_drivers(kernel, (PF, GPU_LIKE, CHANGED))
         if kernel.vfio_pci_param("enable_sriov") != "N":
             kernel.set_vfio_pci_param("enable_sriov", "N")
@@ -129,3 +131,36 @@ def test_list_sees_the_edited_entry_as_changed(persisted: dict[str, CliResult]) 
     assert f"the device is now {REAL_ID} (persisted {EDITED_ID})" in \
         checks[CHANGED]["problems"]
     assert doc["boot"] == {"udev_rule": True, "initramfs_hook": True}
+
+
+def test_the_udev_helper_on_the_real_kernel(persisted: dict[str, CliResult],
+                                            kernel: GuestKernel,
+                                            vfioctl: VfioctlCli) -> None:
+    """What udev runs at boot, run by hand on devices made unbound as at boot: another
+    device's event sets the override of the persisted one (ids match) and of no other;
+    the persisted device's own event binds it to vfio-pci; the changed entry is refused
+    and said so in the kernel log. (Boot 2 has udev run it; this needs no reboot.)"""
+    import subprocess
+
+    ok(vfioctl("reattach", GPU_LIKE, CHANGED))
+    for addr in (GPU_LIKE, CHANGED):
+        kernel.unbind(addr)
+        assert kernel.driver(addr) is None and kernel.function(addr).driver_override is None
+    with kernel.dmesg_since() as log:
+        other = subprocess.run(["sh", str(HELPER), "0000:00:10.0"], capture_output=True,
+                               text=True, timeout=120)
+        assert (other.returncode, other.stdout, other.stderr) == (0, "", "")
+        assert kernel.function(GPU_LIKE).driver_override == "vfio-pci"
+        assert kernel.function(CHANGED).driver_override is None     # its ids differ
+        assert kernel.driver(GPU_LIKE) is None                      # nothing bound yet
+        for addr in (GPU_LIKE, CHANGED):
+            own = subprocess.run(["sh", str(HELPER), addr], capture_output=True,
+                                 text=True, timeout=300)
+            assert own.returncode == 0
+    assert kernel.driver(GPU_LIKE) == "vfio-pci"
+    assert kernel.driver(CHANGED) is None                           # left alone
+    text = "\n".join(log)
+    assert f"vfioctl: persist: {GPU_LIKE}: bound to vfio-pci before any host driver" in text
+    assert (f"vfioctl: persist: {CHANGED}: not applied, the hardware changed: the device "
+            f"is now {REAL_ID} (persisted {EDITED_ID})") in text
+    assert not re.search(rf"e1000e {GPU_LIKE}", text)
