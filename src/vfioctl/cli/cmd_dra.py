@@ -39,7 +39,7 @@ def _driver_option(f: Any) -> Any:
 
 @click.group("dra")
 def dra_cmd() -> None:
-    """Kubernetes: hand VFIO devices and VFs to pods and KubeVirt VMs (DRA).
+    """Kubernetes DRA driver: VFIO devices and VFs for pods and KubeVirt VMs.
 
     A claim's devices are prepared with the group rule, the host-safety checks and the
     journal of 'vfioctl prepare', held for the claim's UID, and given back to their
