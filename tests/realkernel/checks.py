@@ -20,6 +20,10 @@ from .vfioctl_cli import VfioctlCli
 # ownership.
 DMA_SAFE_DRIVERS = {None, "vfio-pci", "pci-stub", "pcieport"}
 
+# Debian 12's own QEMU 7.2 (no vfio-pci vf-token), kept beside the system QEMU 10 by
+# tools/qemu72.sh; the guest sees the host's home directory.
+QEMU72 = Path.home() / ".cache" / "vfioctl-vmtest" / "qemu-7.2" / "bin" / "qemu-system-x86_64"
+
 
 def raw_record(f: Function) -> dict[str, Any]:
     """A ``list --json`` element computed from raw sysfs (ids without 0x, class 6 hex)."""
