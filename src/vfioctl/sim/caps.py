@@ -161,6 +161,12 @@ _NVME_VF = Layout(std=(cap("msix", 0x40, vectors=1, bar=0, table=0x2000, pba=0x3
                        cap("express", 0x80), cap("pm", 0x60)),
                   ext=(cap("ari", 0x100, next_fn=1),))
 
+# QEMU igb's VF (hw/net/igbvf.c), measured in the tier's guest: PCIe with FLR first in
+# the chain, then MSI-X (3 vectors, BAR 3); AER and ARI.
+_IGB_VF = Layout(std=(cap("express", 0xA0),
+                      cap("msix", 0x70, vectors=3, bar=3, table=0, pba=0x2000)),
+                 ext=(cap("aer", 0x100), cap("ari", 0x150, next_fn=0)))
+
 MODELS: dict[str, DeviceModel] = {m.name: m for m in (
     DeviceModel("q35-mch", "QEMU Q35 MCH host bridge (hw/pci-host/q35.c): no capabilities, "
                 "256-byte config space", Layout(), kind="host-bridge", config_size=256),
@@ -181,6 +187,14 @@ MODELS: dict[str, DeviceModel] = {m.name: m for m in (
                          cap("express", 0x80), cap("pm", 0x60)),
                     ext=(cap("ari", 0x100, next_fn=1), cap("sriov", 0x120))),
                 vf_layout=_NVME_VF, kind="endpoint", flr=True, ari=True),
+    DeviceModel("qemu-igb", "QEMU igb, an Intel 82576 (hw/net/igb.c): PM, MSI, MSI-X, PCIe "
+                "v2 with FLR, AER, ARI, SR-IOV (8 VFs, offset 128, stride 2)", Layout(
+                    std=(cap("pm", 0x40, pmc=0x0022), cap("msi", 0x50, bits64=1, maskable=1),
+                         cap("msix", 0x70, vectors=10, bar=3, table=0, pba=0x2000),
+                         cap("express", 0xA0)),
+                    ext=(cap("aer", 0x100), cap("ari", 0x150, next_fn=0),
+                         cap("sriov", 0x160))),
+                vf_layout=_IGB_VF, kind="endpoint", flr=True, pm_reset=True, ari=True),
     DeviceModel("qemu-pcie-root-port", "QEMU pcie-root-port (hw/pci-bridge/"
                 "pcie_root_port.c): PCIe, MSI-X, SSVID, AER, ACS", Layout(
                     std=(cap("express", 0x54), cap("msix", 0x48, vectors=1, bar=0,

@@ -478,11 +478,20 @@ class SimKernel:
         dev.drivers_autoprobe = parse_bool(data)
         self._changed(shape=False)
 
+    def sriov_totalvfs(self, dev: SimDevice) -> int:
+        """``pci_sriov_get_totalvfs`` (drivers/pci/iov.c): the capability's TotalVFs,
+        or the bound driver's limit from ``pci_sriov_set_totalvfs``."""
+        assert dev.fn.sriov is not None
+        drv = self.drivers.get(dev.driver) if dev.driver else None
+        if drv is not None and drv.max_vfs is not None:
+            return min(drv.max_vfs, dev.fn.sriov.total_vfs)
+        return dev.fn.sriov.total_vfs
+
     def write_sriov_numvfs(self, dev: SimDevice, data: str) -> None:
         """``sriov_numvfs_store`` (drivers/pci/iov.c) and the driver's sriov_configure."""
         assert dev.fn.sriov is not None
         num = parse_u16(data)
-        if num > dev.fn.sriov.total_vfs:
+        if num > self.sriov_totalvfs(dev):
             raise kerr(errno.ERANGE)
         if num == dev.numvfs:
             return

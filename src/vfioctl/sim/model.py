@@ -170,6 +170,9 @@ class DriverSpec:
     module: str | None = None              # None: built into the kernel
     loaded: bool = True                    # modules only: loaded at boot
     sriov: bool = False                    # has .sriov_configure (sriov_numvfs works)
+    # pci_sriov_set_totalvfs() at probe (igb: 7 of the 82576's 8); the PCI core resets it
+    # when the driver unbinds (pci_iov_remove), so it holds only while this driver is bound
+    max_vfs: int | None = None
 
     @property
     def dma_managed(self) -> bool:

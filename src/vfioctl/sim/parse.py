@@ -281,7 +281,7 @@ def _fstype(t: Mapping[str, Any], where: str) -> str:
 def parse_driver(t: Mapping[str, Any], index: int) -> DriverSpec:
     raw = t.get("name")
     where = f"driver #{index + 1} ({raw if isinstance(raw, str) and len(raw) < 40 else '?'})"
-    v.known(t, ("name", "ids", "classes", "module", "loaded", "sriov"), where)
+    v.known(t, ("name", "ids", "classes", "module", "loaded", "sriov", "max_vfs"), where)
     if "name" not in t:
         raise _err(where, "name is required")
     name = v.as_name(t["name"], where, "name", "driver name")
@@ -303,7 +303,9 @@ def parse_driver(t: Mapping[str, Any], index: int) -> DriverSpec:
                        "module name (or '' for built in)", empty=True)
     return DriverSpec(name=name, ids=tuple(ids), module=module or None,
                       loaded=v.get_bool(t, "loaded", where, True),
-                      sriov=v.get_bool(t, "sriov", where, False))
+                      sriov=v.get_bool(t, "sriov", where, False),
+                      max_vfs=v.get_int(t, "max_vfs", where, 0, 0xFFFF) if "max_vfs" in t
+                      else None)
 
 
 def parse_fault(t: Mapping[str, Any], index: int) -> FaultSpec:

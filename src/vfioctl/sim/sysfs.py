@@ -171,7 +171,7 @@ def _device_files(k: SimKernel, dev: SimDevice, d: Dir) -> None:
         c["subordinate_bus_number"] = text(f"{dev.subordinate_bus}\n")
     if fn.sriov is not None and not dev.is_vf:
         s = fn.sriov
-        c["sriov_totalvfs"] = text(f"{s.total_vfs}\n")
+        c["sriov_totalvfs"] = live(lambda: f"{k.sriov_totalvfs(dev)}\n", None)
         c["sriov_offset"] = text(f"{s.offset}\n")
         c["sriov_stride"] = text(f"{s.stride}\n")
         c["sriov_vf_device"] = text(f"{s.vf_device:x}\n")
