@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 want=(python3-venv pciutils pci.ids make)
 backports=()
 if [ "${1:-}" = "--test" ]; then
-  want+=(linux-image-amd64 busybox-static cpio kmod file xz-utils zstd libxml2-utils udev)
+  want+=(linux-image-amd64 busybox-static cpio kmod file xz-utils zstd libxml2-utils udev
+         podman crun)
   backports=(qemu-system-x86 libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu)
 fi
 bpo_missing=()
@@ -61,11 +62,16 @@ PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+extra="[dra]"
+[ "${1:-}" = "--test" ] && extra="[dra,test]"
 stamp=".venv/.installed$extra"
 if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".$extra"
   touch "$stamp"
+fi
+# The DRA driver's gRPC stubs, generated from our own .proto files (not tracked).
+gen=src/vfioctl/dra/gen
+if [ ! -e "$gen/dra_v1_pb2.py" ] || [ -n "$(find src/vfioctl/dra/proto tools/gen-proto.sh -newer "$gen/dra_v1_pb2.py" 2>/dev/null)" ]; then
+  PYTHON=.venv/bin/python tools/gen-proto.sh >/dev/null
 fi
