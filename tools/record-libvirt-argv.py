@@ -48,7 +48,9 @@ from pathlib import Path
 
 CASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "xml2argv"
 MANIFEST = CASES / "recordings.json"
-QEMU_72_ROOT = Path("/root/.cache/vfioctl-vmtest/qemu-7.2/root")
+# Where tools/qemu72.sh unpacks Debian 12's QEMU 7.2.
+QEMU_72_ROOT = Path(os.environ.get("VFIOCTL_CACHE")
+                    or Path.home() / ".cache" / "vfioctl-vmtest") / "qemu-7.2" / "root"
 SCHEMAS = Path("/usr/share/libvirt/schemas")
 # The last absolute path to a QEMU binary and everything before it (libvirt's env).
 _ENV_PREFIX = re.compile(r"^.* (/[^ ]*qemu-system-[^ ]*) ")
@@ -169,7 +171,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--uri", default=os.environ.get("LIBVIRT_URI", "qemu:///system"),
                     help="libvirt daemon for domxml-to-native (default qemu:///system)")
     ap.add_argument("--qemu-7.2", dest="qemu72", type=Path, default=QEMU_72_ROOT,
-                    help="QEMU 7.2 binary or extracted root for the *-qemu-7.2 cases "
+                    help="QEMU 7.2 for the *-qemu-7.2 cases: a binary libvirt's own "
+                    "unprivileged user can run, or an extracted root, which is staged for it "
                     f"(default {QEMU_72_ROOT})")
     ap.add_argument("--restart-libvirtd", action="store_true",
                     help="start libvirtd again (libvirtd -d) when a case kills it, and go on")

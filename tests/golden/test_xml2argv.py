@@ -231,8 +231,9 @@ def test_malformed_token_is_not_echoed() -> None:
     assert "secret" not in run_case("hostdev-vf-token-malformed")
 
 
-# The kept Debian 12 QEMU 7.2: tools/setup.sh's wrapper, else the extracted tree.
-QEMU_72_HOME = Path("/root/.cache/vfioctl-vmtest/qemu-7.2")
+# The kept Debian 12 QEMU 7.2: tools/qemu72.sh's wrapper, else its extracted tree.
+QEMU_72_HOME = Path(os.environ.get("VFIOCTL_CACHE")
+                    or Path.home() / ".cache" / "vfioctl-vmtest") / "qemu-7.2"
 QEMU_SYSTEM = shutil.which("qemu-system-x86_64", path="/usr/bin")
 
 
