@@ -17,7 +17,7 @@ mkdir -p /run/libvirt
 mount --bind "$R/lib" /var/lib/libvirt
 mount --bind "$R/log" /var/log/libvirt
 mount --bind "$R/cache" /var/cache/libvirt
-export VFIOCTL_HOST="sim:$SIM" VFIOCTL_LIBVIRT_RUN_DIR=/run/vfioctl/libvirt
+export VFIOCTL_HOST="sim:$SIM" VFIOCTL_LIBVIRT_RUN_DIR=/run/vfioctl-libvirt
 "$PY" -m vfioctl libvirt install --wrapper "$OUT/vfioctl-qemu" > "$OUT/install.out" 2>&1
 # a probe that runs after vfioctl's hook (qemu.d/ in name order): the sim host as each
 # call left it, and the XML libvirt gave

@@ -73,6 +73,28 @@ def test_the_handoff_file_must_be_private(tmp_path: Path) -> None:
         read_handoff(str(tmp_path), "../x")
 
 
+def test_an_unreadable_run_directory_starts_qemu_unchanged(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A domain without token VFs must start even where QEMU's user cannot reach the
+    run directory (the VF of one that has them fails in QEMU, with EACCES)."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        pid = os.fork()
+        if pid == 0:  # an unprivileged child: root reads everything
+            code = 1
+            try:
+                os.setuid(65534)
+                code = 0 if read_handoff(str(locked), "2b7c0a56-37d7-4c5e-9a0c-0d2f4e5a6b7c"
+                                         ) is None else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    else:
+        assert read_handoff(str(locked), "2b7c0a56-37d7-4c5e-9a0c-0d2f4e5a6b7c") is None
+
+
 needs_qemu = pytest.mark.skipif(QEMU is None, reason="no qemu-system-x86_64")
 
 

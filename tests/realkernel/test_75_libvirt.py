@@ -172,8 +172,7 @@ def lv(kernel: GuestKernel, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def _pf_back(cli: VfioctlCli, kernel: GuestKernel) -> None:
     cli("token", "forget", PF)
-    if kernel.exists(PCI_DEVICES / PF / "sriov_numvfs") and \
-            kernel.read_text(PCI_DEVICES / PF / "sriov_numvfs").strip() != "0":
+    if kernel.exists(PF) and kernel.read(PCI_DEVICES / PF / "sriov_numvfs") != "0":
         cli("sriov", PF, "--numvfs", "0", "--yes")
     if kernel.driver(PF) == "vfio-pci":
         cli("reattach", PF)
@@ -223,7 +222,7 @@ def _needle_everywhere(token: str) -> list[str]:
             with contextlib.suppress(OSError):
                 if needle in Path(f"/proc/{pid}/{part}").read_bytes():
                     found.append(f"/proc/{pid}/{part}")
-    for root in (Path("/var/log/libvirt"), Path("/run/vfioctl/libvirt"),
+    for root in (Path("/var/log/libvirt"), Path("/run/vfioctl-libvirt"),
                  Path("/etc/libvirt"), Path("/run/libvirt")):
         for path in root.rglob("*") if root.exists() else ():
             with contextlib.suppress(OSError):
@@ -241,7 +240,7 @@ def test_a_vf_of_a_userspace_pf_gets_the_stored_token_and_nobody_sees_it(
     done = lv.cli("sriov", PF, "--numvfs", "1", "--yes")
     assert done.rc == 0, done.stderr
     kernel.wait_for("the VF on vfio-pci",
-                    lambda: kernel.exists(PCI_DEVICES / VF) and kernel.driver(VF) == "vfio-pci")
+                    lambda: kernel.exists(VF) and kernel.driver(VF) == "vfio-pci")
     assert lv.cli("token", "set", PF).rc == 0
     with vfioctl.open("linux") as host:
         token = host.get_token(PF).reveal()
@@ -259,7 +258,7 @@ def test_a_vf_of_a_userspace_pf_gets_the_stored_token_and_nobody_sees_it(
             lv.virsh("dumpxml", "--inactive", "vm75c").stdout
         assert token not in xml
         assert _needle_everywhere(token) == []
-        assert not any(Path("/run/vfioctl/libvirt").glob("*.json"))
+        assert not any(Path("/run/vfioctl-libvirt").glob("*.json"))
         qemu_pid = int(Path("/run/libvirt/qemu/vm75c.pid").read_text())
         assert os.readlink(f"/proc/{qemu_pid}/exe") == os.path.realpath(QEMU)
         assert "-readconfig" in Path(f"/proc/{qemu_pid}/cmdline").read_text()

@@ -62,6 +62,12 @@ def read_handoff(run_dir: str, uuid: str) -> dict[str, str] | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except PermissionError as err:
+        # Not this domain's business if it has no token VFs: QEMU starts unchanged (and
+        # a token VF then fails in QEMU with EACCES); said in the domain's QEMU log.
+        print(f"{PROG}: warning: cannot open {path}: {err.strerror}; starting QEMU with "
+              "its arguments unchanged", file=sys.stderr)
+        return None
     except OSError as err:
         raise WrapperError(f"cannot open the token handoff file {path}: "
                            f"{err.strerror}") from None

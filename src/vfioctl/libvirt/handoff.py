@@ -11,10 +11,11 @@ read its configuration by then), and at ``stopped``/``release`` and at the next
 ``prepare`` in case a start failed in between: a token rests on disk (tmpfs: /run) for
 the seconds libvirt takes to start QEMU.
 
-``RUN_DIR`` is ``VFIOCTL_LIBVIRT_RUN_DIR`` or ``/run/vfioctl/libvirt``: walked from ``/``
-under the state directory's rules (no planted link followed, no directory another user
-may change), root's, mode 0711 (QEMU's user may open a file it knows the name of, and
-list nothing).
+``RUN_DIR`` is ``VFIOCTL_LIBVIRT_RUN_DIR`` or ``/run/vfioctl-libvirt`` (beside the
+default state directory /run/vfioctl, which is 0700 and so closed to QEMU's user): walked
+from ``/`` under the state directory's rules (no planted link followed, no directory
+another user may change), root's, mode 0711 (QEMU's user may open a file it knows the
+name of, and list nothing).
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from vfioctl.errors import wrap_oserror
 from vfioctl.secret import VfToken
 from vfioctl.state.secure import SafeDir, open_state_dir
 
-DEFAULT_RUN_DIR: Final = Path("/run/vfioctl/libvirt")
+DEFAULT_RUN_DIR: Final = Path("/run/vfioctl-libvirt")
 RUN_DIR_ENV: Final = "VFIOCTL_LIBVIRT_RUN_DIR"
 RUN_DIR_MODE: Final = 0o711
 FILE_MODE: Final = 0o400
 
 
 def run_dir() -> Path:
-    """Where handoff files live (``VFIOCTL_LIBVIRT_RUN_DIR``, else /run/vfioctl/libvirt)."""
+    """Where handoff files live (``VFIOCTL_LIBVIRT_RUN_DIR``, else /run/vfioctl-libvirt)."""
     env = os.environ.get(RUN_DIR_ENV)
     return Path(env) if env else DEFAULT_RUN_DIR
 
