@@ -268,3 +268,19 @@ def test_a_cdev_vf_counts_as_a_vf_user(tmp_path: Path) -> None:
             pass
         with open_device(host, Q35_PF, token=S.A, cdev=False) as pf:
             assert pf.path == PATH_GROUP
+
+
+def test_a_blocked_group_answers_before_the_token(tmp_path: Path) -> None:
+    """``vfio_device_block_group()`` comes before ``vfio_df_check_token()``: with the
+    VF's group node open, a bind with a wrong token is EBUSY, not EACCES."""
+    host = _raw_host(tmp_path, RELEASES["7.3"])
+    group = host.readlink(f"sys/bus/pci/devices/{Q35_VF}/iommu_group").rsplit("/", 1)[1]
+    g = host.open(f"dev/vfio/{group}")
+    fd, ictx = host.open(_cdev_of(host, Q35_VF)), host.open("dev/iommu")
+    assert _errno(lambda: _bind(host, fd, ictx, argsz=24, flags=1,
+                                token=uuid.uuid4())) == errno.EBUSY
+    host.close(g)
+    assert _errno(lambda: _bind(host, fd, ictx, argsz=24, flags=1,
+                                token=uuid.uuid4())) == errno.EACCES
+    host.close(fd)
+    host.close(ictx)

@@ -39,11 +39,12 @@ device fd
   simulator takes every 6.17.y as unfixed: which stable update took the fix is not
   established here); 6.6-6.16: any flag EINVAL and no token check at all (a VF of a
   userspace PF binds without one); 6.17 on: unknown flags EINVAL, then
+  then (every generation) the device's group open through the group API EBUSY
+  (``vfio_device_block_group``), a second bind on the fd EINVAL; then, 6.17 on,
   ``vfio_df_check_token``: the token rules of the group path with the flag's UUID
-  (read from ``token_uuid_ptr``; a zero pointer EFAULT) or with none; a second bind on
-  the fd EINVAL; iommufd not open EBADF, not an iommufd EBADFD; the device's group open
-  through the group API EBUSY (``vfio_device_block_group``); the device already open
-  (either path) EINVAL (``vfio_df_open``: only the group path opens a device twice).
+  (read from ``token_uuid_ptr``; a zero pointer EFAULT) or with none; then iommufd not
+  open EBADF, not an iommufd EBADFD; the device already open (either path) EINVAL
+  (``vfio_df_open``: only the group path opens a device twice).
   Before the bind every other ioctl on the cdev is EINVAL; after it the device fd
   ioctls above. While a cdev is bound, opening its ``dev/vfio/N`` is EBUSY.
 
@@ -329,8 +330,11 @@ class VfioLayer:
                 raise _e(errno.E2BIG)
             if iommufd < 0 or flags & ~VFIO_DEVICE_BIND_FLAG_TOKEN:
                 raise _e(errno.EINVAL)
+        number = self.kernel.group_of(f.name)
+        if number is not None and self.group_held(number):
+            raise _e(errno.EBUSY)           # vfio_device_block_group
         if f.bound:
-            raise _e(errno.EINVAL)
+            raise _e(errno.EINVAL)          # "one device cannot be bound twice"
         dev = self.kernel.devices[f.name]
         if version >= BIND_TOKEN_SINCE:     # vfio_df_check_token
             token: uuid.UUID | None = None
@@ -346,9 +350,6 @@ class VfioLayer:
             raise _e(errno.EBADF)
         if not isinstance(target, IommufdFile):
             raise _e(errno.EBADFD)
-        number = self.kernel.group_of(f.name)
-        if number is not None and self.group_held(number):
-            raise _e(errno.EBUSY)           # vfio_device_block_group
         if self.device_open(f.name):
             raise _e(errno.EINVAL)          # vfio_df_open: cdev opens are exclusive
         f.bound = True
