@@ -177,3 +177,13 @@ def test_reboot_api_logs_every_bind_in_order(q35: SimFile) -> None:
     assert log.bound_ever("0000:00:12.0", "pcieport")
     stages = {a: st for a, _, st in log.binds}
     assert stages["0000:00:12.0"] == "kernel" and stages[GPU_LIKE] == "modalias (e1000e)"
+
+
+def test_without_the_helper_the_rule_does_nothing(q35: SimFile) -> None:
+    """vfioctl removed (its helper gone, the rule and /etc/vfioctl left behind): the
+    boot is the one without persistence."""
+    q35.ok("detach", "--persist", GPU_LIKE)
+    q35.ok("persist", "install-boot", "--no-initramfs")
+    (q35.etc / "vfioctl" / "udev-helper").unlink()
+    doc = reboot_json(q35)
+    assert (GPU_LIKE, "e1000e") in bound(doc) and doc["persist"] == []
