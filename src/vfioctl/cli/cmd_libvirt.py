@@ -19,8 +19,11 @@ _DEFAULT_CONFIG_DIR = "/etc/libvirt/qemu"
 
 @click.group("libvirt")
 def libvirt_cmd() -> None:
-    """libvirt integration: the qemu hook (group rule, journal, VF tokens), its
-    install, and a check of what a 'virsh start' would do (docs/libvirt.md)."""
+    """libvirt integration: the qemu hook (group rule, VF token), install, check a domain.
+
+    The hook takes a domain's devices through vfioctl's manager at 'virsh start' and
+    gives them back at stop; 'check' says what a 'virsh start' would do
+    (docs/libvirt.md)."""
 
 
 @libvirt_cmd.command("hook")
