@@ -327,7 +327,7 @@ def test_socket_path_over_sun_path_is_refused_before_anything_starts(
         [sys.executable, "-m", "vfioctl", "--host", host("workstation"), "dra", "plugin",
          "--node-name", NODE, "--registry-dir", str(long_dir), "--plugins-dir",
          str(root / "p"), "--kubeconfig", str(api.kubeconfig(root / "kc"))],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "a unix socket path must be under 108 bytes" in result.stderr
@@ -341,7 +341,7 @@ def test_no_kubernetes_credentials_is_a_config_error(host: Any, root: Path) -> N
         [sys.executable, "-m", "vfioctl", "--host", host("workstation"), "dra", "plugin",
          "--node-name", NODE, "--registry-dir", str(root / "r"), "--plugins-dir",
          str(root / "p"), "--kubeconfig", str(root / "missing")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"})
     assert result.returncode == 3
     assert result.stderr.startswith("vfioctl: error: cannot load Kubernetes credentials")

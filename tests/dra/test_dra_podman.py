@@ -49,9 +49,9 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     cmd = [str(PODMAN), "--root", str(base / "root"), "--runroot", str(base / "run"),
            "--storage-driver", "vfs"]
     subprocess.run([*cmd, "import", "-q", str(base / "rootfs.tar"), "localhost/bb:test"],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=600)
     yield cmd
-    subprocess.run([*cmd, "rm", "-af"], capture_output=True, timeout=120)
+    subprocess.run([*cmd, "rm", "-af"], capture_output=True, timeout=600)
 
 
 def _install(spec: dict[str, Any]) -> Path:
@@ -70,16 +70,16 @@ def _oci_spec(podman: list[str], device: str) -> tuple[str, dict[str, Any] | Non
     """What podman said (create and init) and the OCI spec it wrote, if any."""
     made = subprocess.run([*podman, "create", "--network", "none", "--device", device,
                            "localhost/bb:test", "true"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     if made.returncode != 0:
         return made.stderr, None
     cid = made.stdout.strip()
     init = subprocess.run([*podman, "init", cid], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     root = Path(podman[podman.index("--root") + 1])
     config = root / "vfs-containers" / cid / "userdata" / "config.json"
     doc = json.loads(config.read_text()) if config.exists() else None
-    subprocess.run([*podman, "rm", "-f", cid], capture_output=True, timeout=120)
+    subprocess.run([*podman, "rm", "-f", cid], capture_output=True, timeout=600)
     return init.stderr, doc
 
 
