@@ -57,7 +57,7 @@ def _installed_release() -> str:
     """The vfioctl dialect for the installed virsh: its X.Y if vfioctl knows it, else
     the newest known release not above it."""
     assert VIRSH is not None
-    out = subprocess.run([VIRSH, "--version"], capture_output=True, text=True, timeout=60,
+    out = subprocess.run([VIRSH, "--version"], capture_output=True, text=True, timeout=600,
                          check=False).stdout.strip()
     have = tuple(int(n) for n in out.split(".")[:2])
     known = sorted((tuple(int(n) for n in v.split(".")), v) for v in LIBVIRT_DIALECTS)
@@ -107,7 +107,7 @@ def _libvirt(xml: str, tmp: Path, *, validate: bool) -> tuple[bool, str]:
     define = f"define --validate {path}" if validate else f"define {path}"
     proc = subprocess.run([VIRSH, "-q", "-c", "test:///default",
                            f"{define}; dumpxml oracle"],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=600, check=False)
     if "error:" in proc.stderr:
         return False, proc.stderr
     return True, proc.stdout

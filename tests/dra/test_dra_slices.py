@@ -90,7 +90,7 @@ def test_cli_slices_prints_the_same_document(host: Any) -> None:
     spec = host("workstation")
     result = subprocess.run([sys.executable, "-m", "vfioctl", "--host", spec, "dra",
                              "slices", "--node-name", NODE], capture_output=True,
-                            text=True, timeout=60, check=True)
+                            text=True, timeout=600, check=True)
     doc = json.loads(result.stdout)
     assert roundtrip(doc) == doc
     found = devices(doc)

@@ -297,7 +297,7 @@ def test_cli_start_status_release(host_file: Path, cli_env: dict[str, str],
     run = subprocess.run(
         vfioctl_argv(*base, "start", str(DOMAIN), "--qemu", QEMU, "--qemu-caps",
                      str(CAPS_81), "--standin", "pci-testdev", "--json"),
-        capture_output=True, text=True, env=cli_env, timeout=60)
+        capture_output=True, text=True, env=cli_env, timeout=600)
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     pid = doc["pid"]
@@ -308,15 +308,15 @@ def test_cli_start_status_release(host_file: Path, cli_env: dict[str, str],
         assert _pci_devices(Path(doc["qmp_socket"]))["ua-pf0"] == (0, 5, 0)
         assert not _contains_token(_proc_bytes(pid, "cmdline"))
         status = subprocess.run(vfioctl_argv(*base, "status", "--json"), capture_output=True,
-                                text=True, env=cli_env, timeout=60)
+                                text=True, env=cli_env, timeout=600)
         owners = {d["address"]: d["owner"] for d in json.loads(status.stdout)["devices"]}
         assert owners == {"0000:03:00.0": "vm1", "0000:04:00.0": "vm1"}
         refused = subprocess.run(vfioctl_argv(*base, "release", "vm1"), capture_output=True,
-                                 text=True, env=cli_env, timeout=60)
+                                 text=True, env=cli_env, timeout=600)
         assert refused.returncode == 5 and "--stop" in refused.stderr
     finally:
         rel = subprocess.run(vfioctl_argv(*base, "release", str(DOMAIN), "--stop"),
-                             capture_output=True, text=True, env=cli_env, timeout=60)
+                             capture_output=True, text=True, env=cli_env, timeout=600)
     assert rel.returncode == 0, rel.stderr
     assert rel.stdout.splitlines() == [
         f"stopped QEMU pid {pid} of domain vm1",

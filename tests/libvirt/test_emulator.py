@@ -144,7 +144,7 @@ def test_real_qemu_reads_the_token_device_from_the_pipe(tmp_path: Path, wrapper:
             assert pipe.read() == b""
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(gate))
-            proc.wait(timeout=30)
+            proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -166,7 +166,7 @@ def test_real_qemu_parses_the_token_as_vf_token(tmp_path: Path, wrapper: Path,
             "-uuid", uuid, "-device", ROOT_PORT, "-device", HOSTDEV]
     log = tmp_path / "qemu.log"
     proc = _spawn(wrapper, args, log)
-    assert proc.wait(timeout=30) == 1
+    assert proc.wait(timeout=600) == 1
     assert "vf-token" in log.read_text(), log.read_text()
 
 
@@ -176,5 +176,5 @@ def test_without_a_handoff_the_arguments_pass_unchanged(tmp_path: Path, wrapper:
     args = ["-S", "-machine", "none", "-nodefaults", "-display", "none", "-uuid",
             "2b7c0a56-37d7-4c5e-9a0c-0d2f4e5a6b7c", "-version"]
     out = subprocess.run([str(wrapper), *args], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"}, timeout=30)
+                         env={"PATH": "/usr/bin:/bin"}, timeout=600)
     assert out.stdout.startswith("QEMU emulator version ")

@@ -47,9 +47,9 @@ def _race(tmp_path: Path, owners: list[str | None]) -> list[tuple[Any, ...]]:
              for o in owners]
     for p in procs:
         p.start()
-    out = [results.get(timeout=60) for _ in procs]
+    out = [results.get(timeout=600) for _ in procs]
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=600)
         assert p.exitcode == 0
     return out
 

@@ -126,7 +126,7 @@ def test_unreadable_host_file_is_exit_77(command: list[str]) -> None:
              sys.executable, "-c",
              "import sys; from vfioctl.cli.main import main; sys.exit(main(sys.argv[1:]))",
              "--host", f"sim:{path}", *command],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True, text=True, timeout=600, check=False,
             env={**os.environ, "HOME": "/tmp"})
         assert proc.returncode == 77, proc.stderr
         assert one_error_line(proc.stderr) and str(path) in proc.stderr

@@ -81,7 +81,7 @@ def run_as_nobody(code: str) -> dict[str, Any]:
         pytest.skip("needs setpriv (util-linux) to run a child as 'nobody'")
     proc = subprocess.run([setpriv, "--reuid", str(NOBODY), "--regid", str(NOBODY),
                            "--clear-groups", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=60, cwd="/",
+                          capture_output=True, text=True, timeout=600, cwd="/",
                           env={**os.environ, "PYTHONPATH": str(SRC)})
     assert proc.returncode == 0, proc.stderr
     out: dict[str, Any] = json.loads(proc.stdout)

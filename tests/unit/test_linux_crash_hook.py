@@ -52,7 +52,7 @@ def _run(root: Path, at: str | None, after: str | None = None, *,
     if after is not None:
         env[CRASH_AFTER_ENV] = after
     return subprocess.run([sys.executable, "-c", script, str(root)], env=env,
-                          capture_output=True, text=True, check=False, timeout=60)
+                          capture_output=True, text=True, check=False, timeout=600)
 
 
 def test_unset_hook_changes_nothing(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def _in_pty(args: list[str], env: dict[str, str]) -> str:
         if not chunk:
             break
         chunks.append(chunk)
-    proc.wait(timeout=60)
+    proc.wait(timeout=600)
     os.close(master)
     return b"".join(chunks).decode()
 
