@@ -86,10 +86,14 @@ def udev_coldplug() -> None:
         log("udev: no systemd-udevd on this machine (Debian: udev); falling back to modprobe")
         coldplug()
         return
-    subprocess.run([udevd, "--daemon"], check=True)
+    # the guest's userland runs chrooted into the host's /: systemd's tools ignore
+    # requests in a chroot unless told it is meant
+    env = {**os.environ, "SYSTEMD_IGNORE_CHROOT": "1"}
+    subprocess.run([udevd, "--daemon"], check=True, env=env)
     for kind in ("subsystems", "devices"):
-        subprocess.run(["udevadm", "trigger", f"--type={kind}", "--action=add"], check=False)
-    proc = subprocess.run(["udevadm", "settle", "--timeout=120"], check=False)
+        subprocess.run(["udevadm", "trigger", f"--type={kind}", "--action=add"], check=False,
+                       env=env)
+    proc = subprocess.run(["udevadm", "settle", "--timeout=600"], check=False, env=env)
     log(f"udev: {udevd} started, add events replayed, settle exited {proc.returncode}")
     for name, driver in bound_drivers().items():
         log(f"  {name} {driver or '-'}")
