@@ -48,7 +48,7 @@ def dmesg() -> str:
 def booted(kernel: GuestKernel, vfioctl: VfioctlCli) -> Iterator[dict[str, CliResult]]:
     # udev may still be creating the VFs' devices when pytest starts
     kernel.wait_for("the persisted VFs", lambda: all(
-        kernel.exists(v) and kernel.driver(v) == "vfio-pci" for v in VFS), timeout_s=60)
+        kernel.exists(v) and kernel.driver(v) == "vfio-pci" for v in VFS), timeout_s=600)
     done = {"list": vfioctl("persist", "list", "--json"),
             "status": vfioctl("status"), "doctor": vfioctl("doctor"),
             "check": vfioctl("token", "check", VFS[0]),
