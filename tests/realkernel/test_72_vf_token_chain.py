@@ -56,6 +56,7 @@ import pytest
 from . import topology
 from .checks import QEMU72
 from .guest_kernel import PCI_DEVICES, GuestKernel
+from .test_70_start import _alive, _fds, pci_by_id
 from .vfioctl_cli import CliResult, VfioctlCli
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -177,44 +178,11 @@ def _listed(socket: Path, qdev_id: str, timeout_s: float = 120.0) -> dict[str, A
     once the guest's firmware has numbered the port's bus (SeaBIOS, after ``cont``)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        found = _devices(_qmp(socket, "query-pci"))
+        found = pci_by_id(_qmp(socket, "query-pci"))
         if qdev_id in found or time.monotonic() > deadline:
             assert qdev_id in found, f"{qdev_id} not in query-pci: {sorted(found)}"
             return found[qdev_id]
         time.sleep(1.0)
-
-
-def _devices(query_pci: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """qdev id -> query-pci entry, behind bridges and root ports too."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def walk(devices: list[dict[str, Any]]) -> None:
-        for dev in devices:
-            if dev.get("qdev_id"):
-                out[dev["qdev_id"]] = dev
-            walk((dev.get("pci_bridge") or {}).get("devices") or [])
-
-    for bus in query_pci:
-        walk(bus["devices"])
-    return out
-
-
-def _fds(pid: int) -> list[str]:
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _held(env: Env) -> dict[str, Any]:
