@@ -73,5 +73,5 @@ fi
 # The DRA driver's gRPC stubs, generated from our own .proto files (not tracked).
 gen=src/vfioctl/dra/gen
 if [ ! -e "$gen/dra_v1_pb2.py" ] || [ -n "$(find src/vfioctl/dra/proto tools/gen-proto.sh -newer "$gen/dra_v1_pb2.py" 2>/dev/null)" ]; then
-  PYTHON=.venv/bin/python tools/gen-proto.sh >/dev/null
+  PYTHON="$PWD/.venv/bin/python" tools/gen-proto.sh >/dev/null
 fi
