@@ -296,7 +296,7 @@ class GuestKernel:
         self.write(VFIO_PCI_PARAMS / param, value)
 
     # -- the live guest only --------------------------------------------------------------
-    def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float = 300.0) -> None:
         """Poll ``predicate()`` until true: some bindings (VF probes) are asynchronous."""
         deadline = time.monotonic() + timeout_s
         while not predicate():

@@ -86,6 +86,11 @@ def persisted(kernel: GuestKernel, vfioctl: VfioctlCli) -> Iterator[dict[str, Cl
         vfioctl("reattach", PF, GPU_LIKE, CHANGED)
         vfioctl("reattach", GPU_LIKE)          # bound by the helper: not held, reprobed
         restore_boot_drivers(kernel, (PF, GPU_LIKE, CHANGED))
+        # the simulated twin saw the raw unbinds of the helper scenario (mirrored) but
+        # not the CLI's reattach on the kernel: give it its boot drivers too, so test_90
+        # compares like with like
+        if kernel.twin is not None:
+            restore_boot_drivers(kernel.twin, (PF, GPU_LIKE, CHANGED))
         if kernel.vfio_pci_param("enable_sriov") != "N":
             kernel.set_vfio_pci_param("enable_sriov", "N")
 
