@@ -154,7 +154,8 @@ def main() -> int:
     parser.add_argument("--boot", type=int, default=1, help="1, or 2 after a reboot")
     args = parser.parse_args()
     out, boot = args.out, args.boot
-    log(f"boot {boot}, kernel {os.uname().release}, cmdline: {Path('/proc/cmdline').read_text().strip()}")
+    cmdline = Path("/proc/cmdline").read_text().strip()
+    log(f"boot {boot}, kernel {os.uname().release}, cmdline: {cmdline}")
     rc = 1
     try:
         udev_coldplug() if boot == 2 else coldplug()
