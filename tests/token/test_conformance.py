@@ -284,3 +284,23 @@ def test_a_blocked_group_answers_before_the_token(tmp_path: Path) -> None:
                                 token=uuid.uuid4())) == errno.EACCES
     host.close(fd)
     host.close(ictx)
+
+
+def test_a_vf_whose_group_is_held_is_group_busy_on_the_cdev(tmp_path: Path) -> None:
+    """``vfio_device_block_group()``: a cdev bind while the group is open through
+    ``/dev/vfio/N`` is EBUSY, which the product reports as the group being held (naming
+    the group), the same error class the group path gives, with nothing left open."""
+    from vfioctl.vfio.device import GroupBusy, VfioSession
+
+    host = q35_on(tmp_path, RELEASES["7.3"])
+    userspace_pf(host, Q35_PF, 2, plain=Q35_PLAIN)
+    link = host.readlink(f"sys/bus/pci/devices/{Q35_VF}/iommu_group")
+    group = int(str(link).rsplit("/", 1)[1])
+    with VfioSession(host) as session:
+        session.group(group)
+        before = dict(host.kernel.vfio.fds)
+        with pytest.raises(GroupBusy, match=f"IOMMU group {group} of {Q35_VF} is already "
+                           f"open by another VFIO user \\(through /dev/vfio/{group}\\)"), \
+                open_device(host, Q35_VF, token=S.A):
+            pass
+        assert host.kernel.vfio.fds == before

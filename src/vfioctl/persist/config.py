@@ -225,10 +225,12 @@ def _id(t: Mapping[str, Any], key: str, where: str) -> str:
 
 
 def _shown(value: object) -> str:
+    """A value for a one-line error: quoted, control characters escaped (a TOML
+    multi-line string may hold a newline), cut at 80 characters."""
     if value is None:
         return "nothing"
     if isinstance(value, str):
-        return f"'{value}'"
+        return repr(value)[:80]
     return f"{type(value).__name__} {value!r}"[:80]
 
 

@@ -421,6 +421,16 @@ def _open_cdev(host: Host, dev: PciDevice, token: VfToken | None) -> DeviceHandl
                 log.debug("VFIO_DEVICE_BIND_IOMMUFD on %s: %s: using the group path",
                           dev.name, errno.errorcode.get(err.errno or 0, err.errno))
                 return None
+            if err.errno == errno.EBUSY:
+                # vfio_device_block_group(): the bind is refused while anyone has the
+                # device's group open through /dev/vfio/N (the group interface).
+                raise GroupBusy(
+                    f"IOMMU group {dev.iommu_group} of {dev.name} is already open by "
+                    f"another VFIO user (through /{DEV_VFIO}/{dev.iommu_group})",
+                    addr=dev.addr,
+                    hint="a running QEMU, a DPDK application or another vfioctl holds it; "
+                    "stop it first (a device cannot be bound through its cdev while its "
+                    "group is open)") from err
             raise device_open_error(dev, err, token_given=token is not None) from err
         finally:
             if raw is not None:
