@@ -172,7 +172,7 @@ def test_vfs_take_the_models_vf_layout() -> None:
         ("MSI-X", 0x40), ("PCI Express", 0x80), ("Power Management", 0x60),
         ("Alternative Routing-ID Interpretation", 0x100)]
     doc = show_record(h, "0000:01:00.1")
-    assert (doc["flr"], doc["ari_next_function"], doc["reset_method"]) == (True, 1, ["flr"])
+    assert (doc["flr"], doc["ari_next_function"], doc["reset_method"]) == (True, 0, ["flr"])
 
 
 def test_vfs_of_a_default_layout_pf_have_ari_like_the_pf() -> None:
@@ -259,4 +259,4 @@ def test_reset_method_files_of_the_q35_guest() -> None:
         "0000:00:10.0": "pm", "0000:01:00.0": "flr bus", "0000:02:00.0": "pm bus",
         "0000:03:00.0": "pm bus", "0000:04:01.0": "bus", "0000:05:00.0": "flr bus",
         "0000:06:00.0": "flr bus", "0000:06:01.0": "flr", "0000:07:00.0": "flr pm bus",
-        "0000:08:00.0": "pm bus"}
+        "0000:08:00.0": "pm bus", "0000:09:00.0": "flr pm bus"}

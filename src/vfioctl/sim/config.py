@@ -125,7 +125,8 @@ def build_config(c: ConfigInputs) -> bytes:
     if c.ext_config:
         for i, e in enumerate(layout.ext):
             nxt = layout.ext[i + 1].at if i + 1 < len(layout.ext) else 0
-            _w32(buf, e.at, e.cap_id | (_EXT_VERSION.get(e.name, 1) << 16) | (nxt << 20))
+            version = e.get("version", _EXT_VERSION.get(e.name, 1))
+            _w32(buf, e.at, e.cap_id | (version << 16) | (nxt << 20))
             body = _ext_body(e, c)
             buf[e.at + 4:e.at + 4 + len(body)] = body
     return bytes(buf)

@@ -52,6 +52,10 @@ class SimDevice:
         # run-time state
         self.driver: str | None = None
         self.driver_override: str | None = None
+        # vfio-dev/vfio<N> while on vfio-pci: the kernel's device index, the lowest free
+        # one when vfio-pci binds (ida_alloc_max() in vfio_main.c: vfio_init_device()),
+        # given back when it unbinds (ida_free())
+        self.vfio_index: int | None = None
         self.numvfs = 0
         self.drivers_autoprobe = True
         self.default_reset_methods: tuple[str, ...] = ()

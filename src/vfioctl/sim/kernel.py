@@ -296,7 +296,7 @@ class SimKernel:
 
     def module_loaded(self, module: str) -> bool:
         return any(self.drivers[d].module == module for d in self.registered) or (
-            module in VFIO_MODULES and VFIO_PCI in self.registered)
+            module in (*VFIO_MODULES, "vfio_pci") and VFIO_PCI in self.registered)
 
     def loaded_modules(self) -> list[str]:
         mods = [self.drivers[d].module for d in self.registered]
@@ -352,10 +352,17 @@ class SimKernel:
 
     def _bind(self, drv: DriverSpec, dev: SimDevice) -> None:
         dev.driver = drv.name
+        if drv.name == VFIO_PCI:
+            dev.vfio_index = self.free_vfio_index()
         if drv.name == VFIO_PCI and dev.fn.sriov is not None and not dev.is_vf:
             # vfio_pci_vf_init(): a random token the user can never read back
             self.vf_tokens[dev.name] = uuid.uuid4()
         self._changed()
+
+    def free_vfio_index(self) -> int:
+        """The lowest vfio device index no present device holds (``ida_alloc_max()``)."""
+        taken = {d.vfio_index for d in self.devices.values() if d.vfio_index is not None}
+        return next(i for i in range(len(taken) + 1) if i not in taken)
 
     def _probe(self, drv: DriverSpec, dev: SimDevice) -> int:
         err = self._probe_error(drv, dev)
@@ -389,6 +396,7 @@ class SimKernel:
             self._disable_vfs(dev)
         if dev.driver == VFIO_PCI:
             self.vf_tokens.pop(dev.name, None)
+            dev.vfio_index = None
         dev.driver = None
         # the interface is destroyed; one created by a later bind is down, unconfigured
         dev.net_up = False

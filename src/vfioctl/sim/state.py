@@ -34,7 +34,7 @@ _DYNID = re.compile(r"^([0-9a-fA-F]{4}) ([0-9a-fA-F]{4})$")
 _RESET_METHODS = ("flr", "pm", "bus")
 STATE_KEYS = ("drivers", "enable_sriov", "dynids", "devices", "secrets", "vfio_user")
 DEVICE_KEYS = ("driver", "driver_override", "sriov_numvfs", "sriov_drivers_autoprobe",
-               "reset_method", "net_up", "net_configured", "iommu_group")
+               "reset_method", "net_up", "net_configured", "iommu_group", "vfio_dev")
 
 
 def _bad(where: str, msg: str) -> ConfigError:
@@ -151,6 +151,7 @@ def _apply_devices(k: SimKernel, devstate: Mapping[str, Any]) -> None:
     if unknown:
         raise _bad(f"[state] devices.{unknown[0]}", "no such device on this host (a VF "
                    "needs its PF's sriov_numvfs)")
+    _vfio_indexes(k, entries)
     for name, ds in entries.items():
         if "iommu_group" in ds and not k.devices[name].is_vf:
             raise _bad(f"[state] devices.{name}", "iommu_group is saved for VFs only (the "
@@ -218,6 +219,29 @@ def _check_consistent(k: SimKernel) -> None:
             raise _bad(where, f"driver {dev.driver} claims DMA in a group a VFIO user owns")
 
 
+def _vfio_indexes(k: SimKernel, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each vfio-pci device's ``vfio-dev/vfioN`` index: as saved, else (a state written
+    before indexes were saved) the lowest free one in device order."""
+    for dev in k.devices.values():
+        ds = entries.get(dev.name, {})
+        where = f"[state] devices.{dev.name}"
+        if "vfio_dev" in ds and dev.driver != "vfio-pci":
+            raise _bad(where, "vfio_dev is saved only for devices on vfio-pci")
+        dev.vfio_index = _checked(v.get_int, ds, "vfio_dev", where, 0, (1 << 20) - 1) \
+            if "vfio_dev" in ds else None
+    seen: dict[int, str] = {}
+    for dev in k.devices.values():
+        if dev.vfio_index is None:
+            continue
+        if dev.vfio_index in seen:
+            raise _bad(f"[state] devices.{dev.name}", f"vfio_dev = {dev.vfio_index} is "
+                       f"also {seen[dev.vfio_index]}'s (each index is one device's)")
+        seen[dev.vfio_index] = dev.name
+    for dev in k.devices.values():
+        if dev.driver == "vfio-pci" and dev.vfio_index is None:
+            dev.vfio_index = k.free_vfio_index()
+
+
 def dump_state(k: SimKernel) -> dict[str, Any]:
     """The ``[state]`` table for ``k`` (contains the VF tokens: keep it 0600)."""
     devices: dict[str, dict[str, Any]] = {}
@@ -237,6 +261,8 @@ def dump_state(k: SimKernel) -> dict[str, Any]:
             group = k.group_of(dev.name)
             if group is not None:
                 ds["iommu_group"] = group
+        if dev.vfio_index is not None:
+            ds["vfio_dev"] = dev.vfio_index
         devices[dev.name] = ds
     state: dict[str, Any] = {
         "drivers": list(k.registered),

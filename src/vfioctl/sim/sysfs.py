@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from vfioctl.sim import extras
 from vfioctl.sim.device import SimDevice
-from vfioctl.sim.kernel import VFIO_PCI, SimKernel
+from vfioctl.sim.kernel import VFIO_MODULES, VFIO_PCI, SimKernel
 from vfioctl.sim.procfs import build_proc
 from vfioctl.sim.vfs import CharDev, Dir, File, Link, Tree, Writer
 
@@ -53,13 +53,11 @@ def build_tree(k: SimKernel) -> Tree:
     root.mkdir("sys/class/iommu")
     root.mkdir("sys/block")
 
-    vfio_index = 0
     for dev in k.devices.values():
         d = root.mkdir(dev.sysdir)
         _device_files(k, dev, d)
-        if dev.driver == VFIO_PCI:
-            d.mkdir("vfio-dev", f"vfio{vfio_index}")
-            vfio_index += 1
+        if dev.driver == VFIO_PCI and dev.vfio_index is not None:
+            d.mkdir("vfio-dev", f"vfio{dev.vfio_index}")
         devs.children[dev.name] = Link(rel("sys/bus/pci/devices", dev.sysdir))
         if k.host_uses(dev):
             _usage(root, dev, d)
@@ -91,10 +89,16 @@ def build_tree(k: SimKernel) -> Tree:
                 "0x00000000fee00000 0x00000000feefffff msi\n")
         _iommu_unit(root, k)
 
-    for mod in k.loaded_modules():
+    # A built-in vfio-pci (module = "") still has /sys/module/vfio_pci/parameters, as
+    # every built-in module with parameters does; built-in modules have no initstate or
+    # refcnt (kernel/params.c: param_sysfs_builtin(); kernel/module/sysfs.c).
+    vfio_built_in = VFIO_PCI in k.registered and not k.drivers[VFIO_PCI].module
+    modules = k.loaded_modules() + (["vfio_pci"] if vfio_built_in else [])
+    for mod in modules:
         m = root.mkdir("sys/module", mod)
-        m.children["initstate"] = text("live\n")
-        m.children["refcnt"] = text("0\n")
+        if not (vfio_built_in and mod in ("vfio_pci", *VFIO_MODULES)):
+            m.children["initstate"] = text("live\n")
+            m.children["refcnt"] = text("0\n")
         if mod == "vfio_pci":
             p = m.mkdir("parameters")
             p.children["enable_sriov"] = live(lambda: "Y\n" if k.enable_sriov else "N\n",
@@ -125,8 +129,10 @@ def build_tree(k: SimKernel) -> Tree:
         dv.children["vfio"] = CharDev("container")
         if k.spec.extras.iommufd:
             cdevs = dv.mkdir("devices")
-            for i in range(vfio_index):
-                cdevs.children[f"vfio{i}"] = CharDev(f"cdev:{i}")
+            for dev in k.devices.values():
+                if dev.driver == VFIO_PCI and dev.vfio_index is not None:
+                    i = dev.vfio_index
+                    cdevs.children[f"vfio{i}"] = CharDev(f"cdev:{i}")
         if k.groups is not None:
             # the node lives while a member is on vfio-pci or someone holds it open
             held = k.vfio.held_groups()

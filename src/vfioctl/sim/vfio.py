@@ -30,7 +30,7 @@ device fd
   (also while VFs are open). Other features ENOTTY; other requests ENOTTY.
 
 ``dev/vfio/devices/vfioN`` (device cdev; listed where the host has ``iommufd = true``,
-  the N-th device on vfio-pci in the order ``vfio-dev/vfioN`` numbers them) and
+  the device on vfio-pci whose ``vfio-dev/vfioN`` it is) and
   ``dev/iommu`` (an iommufd), ``drivers/vfio/device_cdev.c``:
   open: a release before 6.6 has no cdev: ENXIO. BIND_IOMMUFD (argsz, flags, iommufd,
   out_devid, token_uuid_ptr): argsz < 16 EINVAL; the struct copy
@@ -217,10 +217,10 @@ class VfioLayer:
         return out
 
     def cdev_device(self, index: int) -> SimDevice | None:
-        """The device behind ``vfio-dev/vfio<index>``: sysfs numbers the devices on
-        vfio-pci in the kernel's device order (:func:`vfioctl.sim.sysfs.build_tree`)."""
-        on_vfio = [d for d in self.kernel.devices.values() if d.driver == "vfio-pci"]
-        return on_vfio[index] if 0 <= index < len(on_vfio) else None
+        """The device behind ``vfio-dev/vfio<index>`` (its index, given when vfio-pci
+        bound it: :meth:`vfioctl.sim.kernel.SimKernel.free_vfio_index`)."""
+        return next((d for d in self.kernel.devices.values()
+                     if d.driver == "vfio-pci" and d.vfio_index == index), None)
 
     # -- file operations ------------------------------------------------------------------------
     def _new_fd(self, obj: OpenFile) -> int:
