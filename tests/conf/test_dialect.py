@@ -115,6 +115,18 @@ def test_variant_driver_message_names_it_and_the_way_out() -> None:
     assert "'mlx5_vfio_pci'" in str(err.value) and "vfio-pci" in (err.value.hint or "")
 
 
+@pytest.mark.parametrize("dialect", sorted(LIBVIRT_DIALECTS))
+def test_iommufd_is_refused_with_the_reason(dialect: str) -> None:
+    """A VF token cannot travel over QEMU's iommufd backend (measured: docs/kernel.md
+    "The cdev path and iommufd"), and vfioctl uses the group path for every device."""
+    doc = BASE.replace(PLAIN_DRIVER, "<driver name='vfio' iommufd='on'/>")
+    with pytest.raises(XmlError) as err:
+        parse_string(doc, filename="v.xml", libvirt=dialect)
+    assert "unknown attribute 'iommufd' on <driver>" in str(err.value)
+    assert "group path" in (err.value.hint or "") and "without the token" in (
+        err.value.hint or "")
+
+
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     rc = main(argv)
     out, err = capsys.readouterr()

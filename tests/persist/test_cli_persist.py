@@ -64,8 +64,8 @@ def test_detach_persist_prints_what_it_persisted(q35: SimFile) -> None:
     assert r.out == ("0000:03:00.0: left alone: (no driver)\n"
                      "0000:04:01.0: e1000 -> vfio-pci\n"
                      "0000:04:02.0: virtio-pci -> vfio-pci\n"
-                     "0000:04:01.0: persisted (vfio-pci, IOMMU group 12, 3 members)\n"
-                     "0000:04:02.0: persisted (vfio-pci, IOMMU group 12, 3 members)\n")
+                     "0000:04:01.0: persisted (vfio-pci, IOMMU group 13, 3 members)\n"
+                     "0000:04:02.0: persisted (vfio-pci, IOMMU group 13, 3 members)\n")
     dry = q35.ok("detach", "--persist", "--dry-run", GPU_LIKE)
     assert dry.out.endswith(f"{GPU_LIKE}: would be persisted (vfio-pci)\n")
 

@@ -140,10 +140,10 @@ def test_renumbered_group_is_applied_and_reported(q35: SimFile) -> None:
     doc = reboot_json(q35)
     [outcome] = doc["persist"]
     assert outcome["renumbered"] is True and outcome["result"] == "applied"
-    assert outcome["messages"][0] == (f"{GPU_LIKE}: IOMMU group renumbered 11 -> 10 "
+    assert outcome["messages"][0] == (f"{GPU_LIKE}: IOMMU group renumbered 12 -> 11 "
                                       "(same members): applied")
     assert (GPU_LIKE, "e1000e") not in bound(doc)
-    assert "renumbered (now 10)" in q35.ok("persist", "list").out
+    assert "renumbered (now 11)" in q35.ok("persist", "list").out
 
 
 @pytest.mark.parametrize("hook", [False, True])

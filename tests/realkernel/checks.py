@@ -155,3 +155,15 @@ def forked_cli(argv: list[str], env: dict[str, str]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def token_open_path() -> str:
+    """The path a VF open with its token takes on this guest's kernel: ``"cdev"`` where
+    the kernel has the vfio cdev and checks tokens on it (6.18 on:
+    ``vfio_df_check_token()``; 6.17's bind fails the token pointer with E2BIG and 6.6-6.16
+    takes no flag, so the product falls back), else ``"group"`` (docs/kernel.md "The cdev
+    path and iommufd")."""
+    if not os.path.isdir("/dev/vfio/devices"):
+        return "group"
+    major, minor = (int(p) for p in os.uname().release.split(".")[:2])
+    return "cdev" if (major, minor) >= (6, 18) else "group"

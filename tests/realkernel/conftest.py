@@ -51,11 +51,62 @@ def kernel() -> GuestKernel:
 
 
 def _sim_twin() -> GuestKernel | None:
+    """The bundled machine booted with this guest's kernel: the release it reports and
+    whether it was built with IOMMUFD and the vfio cdev (``/dev/iommu``) are inputs to
+    the model, like the hardware; every behaviour the scenarios see is then the model's."""
     try:
         from vfioctl.sim.host import SimHost
+        from vfioctl.sim.loader import bundled_text
     except ImportError:
         return None
-    return GuestKernel(SimHost.bundled(SIM_HOST, writable=True))
+    text = twin_text(bundled_text(SIM_HOST), os.uname().release,
+                     iommufd=os.path.exists("/dev/iommu"), built_in=built_in_modules())
+    return GuestKernel(SimHost.from_text(text, name=f"sim:{SIM_HOST}"))
+
+
+def built_in_modules() -> frozenset[str]:
+    """The modules built into this kernel (kmod's ``modules.builtin``), ``-`` as ``_``."""
+    path = Path(f"/lib/modules/{os.uname().release}/modules.builtin")
+    if not path.is_file():
+        return frozenset()
+    return frozenset(line.rsplit("/", 1)[-1].removesuffix(".ko").replace("-", "_")
+                     for line in path.read_text().split())
+
+
+def twin_text(text: str, release: str, *, iommufd: bool,
+              built_in: frozenset[str] = frozenset()) -> str:
+    """A host description booted with another kernel: the ``[host]`` table's release
+    (and iommufd) replaced, and every ``[[driver]]`` whose module that kernel builds in
+    made built in (registered from boot, as the tier's 7.3 has even vfio-pci)."""
+    lines = text.splitlines(keepends=True)
+    start = lines.index("[host]\n")
+    out = lines[:start + 1]
+    if iommufd:
+        out.append("iommufd = true\n")
+    section = "[host]"
+    driver_name: str | None = None
+    for line in lines[start + 1:]:
+        if line.startswith("["):
+            section, driver_name = line.strip(), None
+            out.append(line)
+            continue
+        if section == "[host]":
+            if line.startswith("iommufd"):
+                continue
+            out.append(f'kernel = "{release}"\n' if line.startswith("kernel =") else line)
+            continue
+        if section == "[[driver]]":
+            if line.startswith("name = "):
+                driver_name = line.split('"')[1]
+                out.append(line)
+                if driver_name.replace("-", "_") in built_in:
+                    out.append('module = ""\n')
+                continue
+            if driver_name is not None and driver_name.replace("-", "_") in built_in and \
+                    line.startswith(("module =", "loaded =")):
+                continue
+        out.append(line)
+    return "".join(out)
 
 
 @pytest.fixture(scope="session")

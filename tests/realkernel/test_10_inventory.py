@@ -46,7 +46,7 @@ def test_boot_viability(vfioctl: VfioctlCli) -> None:
     assert viable == {
         frozenset({"0000:00:00.0"}),  # host bridge: no driver
         *(frozenset({port}) for port in ("0000:00:12.0", "0000:00:13.0", "0000:00:14.0",
-                                         "0000:00:15.0", "0000:05:00.0")),
+                                         "0000:00:15.0", "0000:00:16.0", "0000:05:00.0")),
     }
 
 

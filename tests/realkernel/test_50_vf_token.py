@@ -39,6 +39,7 @@ from vfioctl.host import uapi
 from vfioctl.host.base import Host
 from vfioctl.secret import VfToken
 from vfioctl.vfio.device import (
+    PATH_CDEV,
     PATH_GROUP,
     GroupBusy,
     TokenNotAccepted,
@@ -246,14 +247,16 @@ def walkthrough(kernel: object, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.skipif(not IN_VM, reason="real kernel: runs in the test VM")
 def test_vf_token_walkthrough(walkthrough: dict[str, subprocess.CompletedProcess[str]]
                               ) -> None:
+    from .checks import token_open_path
+
     w = walkthrough
     assert w["sriov"].returncode == 0, w["sriov"].stderr
     for vf in (VF, VF2):
         assert vf in w["sriov"].stdout
     assert w["token set"].returncode == 0, w["token set"].stderr
     assert w["token check"].returncode == 0, w["token check"].stderr
-    assert f"VF {VF}: opened through VFIO (group path) with the stored VF token" in \
-        w["token check"].stdout
+    assert f"VF {VF}: opened through VFIO ({token_open_path()} path) with the stored VF " \
+        "token" in w["token check"].stdout
     refused = w["token check --no-token"]
     assert refused.returncode == 6, refused.stderr
     assert f"VF token required for {VF}; its PF {PF} is driven from userspace" in \
@@ -272,14 +275,23 @@ def test_vf_token_rows_on_the_group_path(walkthrough: object) -> None:
 
 
 @pytest.mark.skipif(not IN_VM, reason="real kernel: runs in the test VM")
-def test_vf_token_cdev_falls_back_on_6_1(walkthrough: object) -> None:
+def test_vf_token_open_path_on_this_kernel(walkthrough: object) -> None:
+    """6.1 has no vfio cdev: the open falls back to the group path silently. A kernel
+    with the cdev and ``VFIO_DEVICE_BIND_FLAG_TOKEN`` (the tier's 7.3) opens the VF
+    through ``/dev/vfio/devices/vfioN`` with the token; the group path still carries it
+    when asked for."""
     from vfioctl.host.linux import LinuxHost
     from vfioctl.manager import HostdevManager
 
+    from .checks import token_open_path
+
     host = LinuxHost("/")
-    assert not Path("/dev/vfio/devices").exists()   # 6.1: no vfio cdev
     HostdevManager(host).set_token(PF, TOK)
+    expected = token_open_path()
+    assert Path("/dev/vfio/devices").exists() == (expected == PATH_CDEV)
     with open_device(host, VF, token=TOK) as handle:
+        assert handle.path == expected
+    with open_device(host, VF, token=TOK, cdev=False) as handle:
         assert handle.path == PATH_GROUP
 
 

@@ -26,11 +26,14 @@ QMP answers:
    QEMU left.
 4. QEMU 7.2 (no ``vf-token``): ``start`` is refused before anything changes (exit 3),
    no QEMU is run.
-5. The iommufd backend, on a kernel with ``/dev/iommu`` and the vfio cdev: what QEMU 10
-   does with ``-object iommufd`` + ``vf-token`` for such a VF is recorded as a fact
-   (docs/kernel.md "The cdev path and iommufd"); vfioctl itself always hands devices to
-   QEMU by ``host=`` (the group path), which carries the token — checked in 2 by QEMU
-   holding ``/dev/vfio/N`` and not ``/dev/iommu``.
+5. The iommufd backend, on a kernel with ``/dev/iommu`` and the vfio cdev (the tier's
+   7.3): QEMU 10 with ``-object iommufd`` and the VF, with the right token, none and a
+   wrong one: all three are refused by the kernel (QEMU's bind carries no token), QEMU
+   holds nothing; asserted and written to ``facts/qemu-iommufd-vf-token.json``
+   (docs/kernel.md "The cdev path and iommufd").
+   vfioctl itself always hands devices to QEMU by ``host=`` (the group path), which
+   carries the token on every kernel — checked in 2 by QEMU holding ``/dev/vfio/N`` and
+   not ``/dev/iommu``.
 
 Starts from: the boot drivers. Leaves: the PF back on nvme, no VFs, enable_sriov N,
 nothing held, no token stored, no QEMU running. The simulated twin is not driven
@@ -285,30 +288,79 @@ def test_qemu_without_vf_token_is_refused_before_anything_changes(
     assert not env.runtime_dir.exists() or not (env.runtime_dir / "qmp.sock").exists()
 
 
+def _iommufd_device_add(token: str | None) -> dict[str, Any]:
+    """One QEMU with ``-object iommufd``: ``device_add vfio-pci`` of the VF over QMP
+    (with ``vf-token`` when given). What came back, and which VFIO nodes QEMU held
+    afterwards (``/proc/PID/fd``)."""
+    args: dict[str, Any] = {"driver": "vfio-pci", "host": VF, "iommufd": "iommufd0",
+                            "id": "t72", "bus": "rp72"}
+    if token is not None:
+        args["vf-token"] = token
+    proc = subprocess.Popen(
+        [QEMU, "-machine", "q35", "-accel", "tcg", "-m", "64", "-nodefaults", "-display",
+         "none", "-S", "-object", "iommufd,id=iommufd0", "-device",
+         "pcie-root-port,id=rp72,chassis=72,slot=0", "-qmp", "stdio"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        msg: dict[str, Any] = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        proc.stdin.write(json.dumps(msg) + "\n")
+        proc.stdin.flush()
+        while True:
+            answer: dict[str, Any] = json.loads(proc.stdout.readline())
+            if "return" in answer or "error" in answer:
+                return answer
+
+    try:
+        json.loads(proc.stdout.readline())                      # the greeting
+        ask("qmp_capabilities")
+        added = ask("device_add", args)
+        held = sorted({os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                       for fd in os.listdir(f"/proc/{proc.pid}/fd")
+                       if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith(
+                           ("/dev/vfio", "/dev/iommu"))})
+        ask("quit")
+    finally:
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    return {"device_add": "ok" if "return" in added else added["error"]["desc"],
+            "held": held}
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/iommu"),
                     reason=f"kernel {os.uname().release} has no /dev/iommu (Debian builds "
                     "without CONFIG_IOMMUFD; the tier kernel has it)")
 def test_what_qemu_does_with_iommufd_and_a_token(env: Env, kernel: GuestKernel,
                                                   out_dir: Path) -> None:
-    """A fact, recorded: QEMU 10 with ``-object iommufd`` and ``vf-token`` for the VF."""
+    """Measured, then asserted: QEMU 10.0's iommufd backend opens the VF's cdev and
+    binds it without ``VFIO_DEVICE_BIND_FLAG_TOKEN``, whatever ``vf-token`` says, so the
+    kernel (7.3: token rules on the cdev, ``vfio_df_check_token()``) refuses the right
+    token exactly like none or a wrong one (EACCES: "Permission denied"), and QEMU holds
+    nothing afterwards. The token cannot travel that way: vfioctl hands devices to QEMU
+    by ``host=`` on the group path (checked in test 2), never with ``iommufd``."""
     token = _token(env)
-    cdevs = os.listdir(f"/sys/bus/pci/devices/{VF}/vfio-dev")
-    assert cdevs, "the VF has no vfio cdev on a kernel with /dev/iommu"
-    script = (b'{"execute":"qmp_capabilities"}\n'
-              b'{"execute":"device_add","arguments":{"driver":"vfio-pci","host":"'
-              + VF.encode() + b'","iommufd":"iommufd0","vf-token":"' + token.encode()
-              + b'","id":"t72","bus":"rp72"}}\n{"execute":"quit"}\n')
-    proc = subprocess.run(
-        [QEMU, "-machine", "q35", "-accel", "tcg", "-m", "64", "-nodefaults", "-display",
-         "none", "-S", "-object", "iommufd,id=iommufd0", "-device",
-         "pcie-root-port,id=rp72,chassis=72,slot=0", "-qmp", "stdio"],
-        input=script, capture_output=True, timeout=300, check=False)
-    answers = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    added = next(a for a in answers[1:] if "return" in a or "error" in a)
-    fact = {"kernel": os.uname().release, "qemu": ".".join(map(str, _qemu_version(QEMU))),
-            "device_add": "ok" if "return" in added else added["error"]["desc"]}
+    wrong = str(uuid.UUID(int=uuid.UUID(token).int ^ 1))
+    facts = {"kernel": os.uname().release,
+             "qemu": ".".join(map(str, _qemu_version(QEMU))),
+             "with the token": _iommufd_device_add(token),
+             "without a token": _iommufd_device_add(None),
+             "with a wrong token": _iommufd_device_add(wrong)}
     (out_dir / "facts").mkdir(exist_ok=True)
-    (out_dir / "facts" / "qemu-iommufd-vf-token.json").write_text(json.dumps(fact) + "\n")
-    print("FACT", json.dumps(fact))
+    (out_dir / "facts" / "qemu-iommufd-vf-token.json").write_text(json.dumps(facts) + "\n")
+    print("FACT", json.dumps(facts))
+    for case in ("with the token", "without a token", "with a wrong token"):
+        answer = facts[case]
+        assert isinstance(answer, dict)
+        assert "error bind device" in answer["device_add"], facts
+        assert "Permission denied" in answer["device_add"], facts
+        assert answer["held"] == [], facts
+    assert token not in json.dumps(facts)
     time.sleep(0.5)
     assert kernel.driver(VF) == "vfio-pci"

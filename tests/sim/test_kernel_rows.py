@@ -8,7 +8,7 @@ import errno
 import posixpath
 
 import pytest
-from simtest import DEV, DRV, make_host, oserrno
+from simtest import DEV, DRV, group_of, make_host, oserrno
 
 from vfioctl.sim.host import SimHost
 
@@ -237,7 +237,7 @@ def test_kernel_driver_cannot_enter_a_group_a_vfio_user_owns(q35: SimHost) -> No
     bind_vfio(q35, E1000)
     bind_vfio(q35, rng)
     c = q35.open(root / "dev/vfio/vfio")
-    g = q35.open(root / "dev/vfio/12")
+    g = q35.open(root / f"dev/vfio/{group_of(q35, rng)}")
     q35.ioctl(g, uapi.VFIO_GROUP_SET_CONTAINER, uapi.pack_fd(c))
     q35.write(DEV / rng / "driver/unbind", rng)
     q35.write(DEV / rng / "driver_override", "\n")

@@ -9,7 +9,7 @@ from simtest import DEV, make_host
 
 from vfioctl.sim.host import SimHost
 
-# Membership measured in the QEMU 7.2 guest (numbers are not compared: only who is with
+# Membership measured in the QEMU 7.2 and 10 guests (numbers are not compared: only who is with
 # whom). Every PCI function of the guest is listed exactly once.
 MEASURED = [
     {"0000:00:00.0"},
@@ -18,6 +18,7 @@ MEASURED = [
     {"0000:00:10.0"},
     {"0000:00:11.0", "0000:00:11.1"},          # multifunction without ACS
     {"0000:00:12.0"}, {"0000:00:13.0"}, {"0000:00:14.0"}, {"0000:00:15.0"},  # root ports
+    {"0000:00:16.0"},
     {"0000:00:1f.0", "0000:00:1f.2", "0000:00:1f.3"},                    # ICH9
     {"0000:01:00.0"},
     {"0000:02:00.0"},
@@ -25,6 +26,7 @@ MEASURED = [
     {"0000:05:00.0"},                                  # switch upstream port alone
     {"0000:06:00.0", "0000:07:00.0"},                  # downstream port + its device
     {"0000:06:01.0", "0000:08:00.0"},
+    {"0000:09:00.0"},                                  # igb PF behind its root port
 ]
 
 
@@ -51,7 +53,7 @@ def test_q35_vfs_get_their_own_groups() -> None:
     assert {"0000:01:00.0"} in groups
     # group numbers continue after the boot-time ones (lowest free id)
     vf_group = int(posixpath.basename(host.readlink(DEV / "0000:01:00.1/iommu_group")))
-    assert vf_group == 16
+    assert vf_group == 18
 
 
 def test_q35_boot_drivers_match_the_measured_guest() -> None:

@@ -170,7 +170,7 @@ def test_group_status_follows_dma_ownership() -> None:
     host = make_host("q35-vmtest")
     host.load_module("vfio-pci")
     bind_vfio(host, "0000:04:01.0")                         # e1000 behind the bridge
-    g = host.open(VFIO / "12")
+    g = host.open(VFIO / str(group(host, "0000:04:01.0")))
     buf = uapi.pack_group_status()
     host.ioctl(g, uapi.VFIO_GROUP_GET_STATUS, buf)
     assert uapi.unpack_group_status(buf) == 0               # virtio-rng still on virtio-pci
@@ -178,7 +178,7 @@ def test_group_status_follows_dma_ownership() -> None:
     assert oserrno(lambda: host.ioctl(g, uapi.VFIO_GROUP_SET_CONTAINER,
                                       uapi.pack_fd(c))) == errno.EPERM
     bind_vfio(host, "0000:08:00.0")                         # downstream port on pcieport
-    g2 = host.open(VFIO / "15")
+    g2 = host.open(VFIO / str(group(host, "0000:08:00.0")))
     buf = uapi.pack_group_status()
     host.ioctl(g2, uapi.VFIO_GROUP_GET_STATUS, buf)
     assert uapi.unpack_group_status(buf) == uapi.VFIO_GROUP_FLAGS_VIABLE

@@ -63,6 +63,11 @@ _DRIVER_MODEL_RE = re.compile(r"[a-zA-Z0-9_+-]+")
 # Hostdev attributes a newer libvirt knows (vfioctl.conf.dialect), for the hint.
 _NEWER_ATTRS = {("driver", "model"): "libvirt >= 10.0", ("hostdev", "display"): "libvirt 11.3",
                 ("hostdev", "ramfb"): "libvirt 11.3"}
+# Attributes refused with their reason rather than the generic hint.
+_REFUSED_ATTRS = {("driver", "iommufd"): (
+    "vfioctl hands devices to QEMU on the group path (/dev/vfio/N), which every kernel "
+    "and QEMU has and which carries a VF token; QEMU's iommufd backend binds without the "
+    "token (docs/kernel.md \"The cdev path and iommufd\"): remove the attribute")}
 # The driver vfioctl binds; a <driver model> naming it changes nothing.
 _VFIO_PCI = "vfio-pci"
 # Used with fullmatch: "$" would also match before a trailing newline ("&#10;").
@@ -225,9 +230,10 @@ class _Parser:
         for attr in el.attrib:
             if attr not in allowed:
                 newer = _NEWER_ATTRS.get((_tag(el), attr))
-                hint = (f"{newer} has it, {self.dialect} does not: read the file with "
-                        f"--libvirt {DEFAULT_LIBVIRT.version}" if newer else
-                        "vfioctl does not ignore what it does not understand")
+                hint = _REFUSED_ATTRS.get((_tag(el), attr)) or (
+                    f"{newer} has it, {self.dialect} does not: read the file with "
+                    f"--libvirt {DEFAULT_LIBVIRT.version}" if newer else
+                    "vfioctl does not ignore what it does not understand")
                 raise self.error(el, f"unknown attribute '{attr}' on <{_tag(el)}> {where}",
                                  hint=hint)
 
