@@ -1,10 +1,12 @@
 """The cdev path (``/dev/vfio/devices/vfioN`` + ``VFIO_DEVICE_BIND_IOMMUFD`` with
 ``VFIO_DEVICE_BIND_FLAG_TOKEN``, Linux >= 6.17) and its fallback to the group path.
 
-Neither the simulator nor the 6.1 test guest has the cdev; :class:`CdevHost` adds it in
-front of a SimHost, answering BIND_IOMMUFD the way a given kernel would: 6.17 (token rules
-of the group path, read through ``token_uuid_ptr``), early 6.17 (E2BIG with a token),
-6.6-6.16 (EINVAL for any flag).
+The product's side of it against a stand-in: :class:`CdevHost` puts a cdev in front of a
+6.1 SimHost (which has none) and answers BIND_IOMMUFD the way a given kernel would: 6.17
+(token rules of the group path, read through ``token_uuid_ptr``), early 6.17 (E2BIG with
+a token), 6.6-6.16 (EINVAL for any flag), recording every bind. The simulator's own cdev
+(a host with ``iommufd = true``) is held to the kernel source in
+tests/token/test_conformance.py, and the kernel itself in the tier's 7.3 guest.
 """
 
 from __future__ import annotations
