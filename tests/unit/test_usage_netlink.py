@@ -98,6 +98,8 @@ CASES = [
 
 def make_tree(root: Path, case: Case) -> Path:
     shutil.copytree(FIXTURE, root, symlinks=True)
+    # the NIC's interfaces are exactly the case's: the capture's own (down) one goes
+    shutil.rmtree(root / NIC_DIR / "net", ignore_errors=True)
     net = root / NIC_DIR / ("virtio3/net" if case.virtio else "net") / "eth2"
     net.mkdir(parents=True)
     (net / "operstate").write_text("up\n" if case.up else "down\n")
