@@ -31,6 +31,7 @@ driver_override set, nothing held by vfioctl; vfio-pci and pci-stub loaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -136,14 +137,21 @@ class Pair:
             self.differences)
 
 
+@contextlib.contextmanager
+def paired(kernel: GuestKernel, differential: Differential,
+           tmp_path_factory: pytest.TempPathFactory, tag: str) -> Iterator[Pair]:
+    """A :class:`Pair` whose two sides each have a fresh state directory."""
+    real_state = tmp_path_factory.mktemp(f"state-{tag}-kernel")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VFIOCTL_STATE_DIR", str(real_state))
+        yield Pair(kernel, differential, tmp_path_factory.mktemp(f"state-{tag}-sim"))
+
+
 @pytest.fixture(scope="module")
 def run(kernel: GuestKernel, differential: Differential,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """``run(ARGS…)``: vfioctl on both hosts, each with a fresh state directory."""
-    real_state = tmp_path_factory.mktemp("state-40-kernel")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VFIOCTL_STATE_DIR", str(real_state))
-        pair = Pair(kernel, differential, tmp_path_factory.mktemp("state-40-sim"))
+    with paired(kernel, differential, tmp_path_factory, "40") as pair:
         yield pair
         _back_to_boot(pair)
 

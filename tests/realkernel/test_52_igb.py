@@ -37,7 +37,7 @@ import pytest
 from . import topology
 from .differential import Differential
 from .guest_kernel import PCI_DEVICES, GuestKernel
-from .test_40_detach_reattach import Pair
+from .test_40_detach_reattach import Pair, paired
 from .vfioctl_cli import VfioctlCli
 
 PF = topology.IGB_PF
@@ -47,10 +47,7 @@ VFS = ("0000:09:10.0", "0000:09:10.2")
 @pytest.fixture(scope="module")
 def run(kernel: GuestKernel, differential: Differential,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    real_state = tmp_path_factory.mktemp("state-52-kernel")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VFIOCTL_STATE_DIR", str(real_state))
-        pair = Pair(kernel, differential, tmp_path_factory.mktemp("state-52-sim"))
+    with paired(kernel, differential, tmp_path_factory, "52") as pair:
         try:
             yield pair
         finally:
