@@ -48,7 +48,8 @@ EACCES (kernfs); a missing path gives ENOENT.
 ``sys/bus/pci/drivers_autoprobe`` (``1``), ``rescan`` (accepted, no effect).
 ``sys/kernel/iommu_groups/N/devices/ADDR`` -> device; ``type``, ``reserved_regions``.
 ``sys/module/vfio_pci/parameters/enable_sriov``  ``Y``/``N``; write kstrtobool else EINVAL.
-    Present only while vfio-pci is loaded (``Host.load_module("vfio-pci")``).
+    Present only while vfio-pci is loaded (``Host.load_module("vfio-pci")``), or always
+    where it is built in (``module = ""``).
 ``sys/class/iommu/dmar0|ivhd0``, ``sys/class/net/IF``, ``sys/block/DISK`` -> device subtree.
 ``proc/cmdline``, ``proc/mounts``, ``proc/swaps``, ``proc/sys/kernel/osrelease``,
 ``proc/net/route``, ``ipv6_route`` and ``if_inet6`` (:mod:`vfioctl.sim.net`),
