@@ -27,6 +27,18 @@ def make_host(name: str, faults: Mapping[str, int] | None = None) -> SimHost:
     return host
 
 
+def file_host(tmp_path: Path, name: str = "q35-vmtest") -> tuple[Path, SimHost]:
+    """A bundled host copied to a host file (written back on every change, reloaded by
+    each ``SimHost.from_file``), with vfio-pci loaded."""
+    from vfioctl.sim.loader import bundled_text
+
+    path = tmp_path / f"{name}.toml"
+    path.write_text(bundled_text(name))
+    host = SimHost.from_file(path)
+    host.load_module("vfio-pci")
+    return path, host
+
+
 def oserrno(fn: Callable[[], object]) -> int | None:
     """Run ``fn``; the errno name of its OSError, or None when it succeeded."""
     try:

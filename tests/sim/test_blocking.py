@@ -11,12 +11,21 @@ import os
 from pathlib import Path, PurePosixPath
 
 import pytest
-from simtest import DEV, DRV, VFIO, VfioSession, bind_vfio, group_of, make_host, oserrno
+from simtest import (
+    DEV,
+    DRV,
+    VFIO,
+    VfioSession,
+    bind_vfio,
+    file_host,
+    group_of,
+    make_host,
+    oserrno,
+)
 
 from vfioctl.host import uapi
 from vfioctl.sim.blocking import SimWouldBlock
 from vfioctl.sim.host import SimHost
-from vfioctl.sim.loader import bundled_text
 
 PF, VF0, VF1, PLAIN = "0000:01:00.0", "0000:01:00.1", "0000:01:00.2", "0000:02:00.0"
 ENABLE_SRIOV = PurePosixPath("sys/module/vfio_pci/parameters/enable_sriov")
@@ -167,10 +176,7 @@ def test_a_vfio_user_of_another_process_blocks_too(q35: SimHost) -> None:
 
 
 def test_blocking_write_leaves_a_host_file_as_it_was(tmp_path: Path) -> None:
-    path = tmp_path / "q35.toml"
-    path.write_text(bundled_text("q35-vmtest"))
-    host = SimHost.from_file(path)
-    host.load_module("vfio-pci")
+    path, host = file_host(tmp_path)
     bind_vfio(host, PLAIN)
     host.add_vfio_user(4242, "qemu-system-x86", group_of(host, PLAIN), [PLAIN])
     saved = path.read_bytes()

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 import pytest
-from simtest import DEV, oserrno
+from simtest import DEV, file_host, oserrno
 
 from vfioctl.errors import NotFound, ReadOnlyHost
 from vfioctl.hosts import open_host
@@ -101,11 +101,8 @@ def test_crash_after_the_kernel_applied_the_write(host_file: Path) -> None:
 
 
 def test_vf_token_state_makes_the_file_private(tmp_path: Path) -> None:
-    path = tmp_path / "q.toml"
-    path.write_text(bundled_text("q35-vmtest"))
+    path, host = file_host(tmp_path)
     os.chmod(path, 0o644)
-    host = SimHost.from_file(path)
-    host.load_module("vfio-pci")
     pf = "0000:01:00.0"
     host.write(DEV / pf / "driver_override", "vfio-pci")
     host.write(DEV / pf / "driver/unbind", pf)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from simtest import DEV, bind_vfio, make_host
+from simtest import DEV, bind_vfio, file_host, make_host
 
 from vfioctl.errors import ConfigError
 from vfioctl.sim.host import SimHost
@@ -65,10 +65,7 @@ def test_cdev_nodes_are_the_bound_devices_indexes() -> None:
 
 def two_bound(tmp_path: Path) -> Path:
     """A q35 host file with SWITCHED (vfio0) and then PLAIN (vfio1) on vfio-pci."""
-    path = tmp_path / "q35.toml"
-    path.write_text(bundled_text("q35-vmtest"))
-    host = SimHost.from_file(path)
-    host.load_module("vfio-pci")
+    path, host = file_host(tmp_path)
     bind_vfio(host, SWITCHED)
     bind_vfio(host, PLAIN)
     return path
